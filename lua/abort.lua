@@ -1,0 +1,40 @@
+-- Compensation of a placement that failed on another sku (or was canceled
+-- first): release everything this order reserved on the sku and leave a
+-- tombstone, so a late or concurrent retry cannot reserve it again.
+-- KEYS: 1 inv, 2 holds, 3 hexp, 4 order record
+-- ARGV: 1 now_ms, 2 retention ms
+-- Reply: {'ok', {previous state r|x|a|n|'', restored hold expiry ms or ''},
+--         fields before, fields after}
+-- A cart hold the placement had turned into its reservation is given back
+-- if it has not expired and the cart holds nothing newer on the sku.
+local inv, holds, hexp, orec = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now = nonneg(ARGV[1], 'now_ms')
+local retention = pos(ARGV[2], 'retention')
+
+local t, before = load(inv)
+local expired = expire_holds(inv, holds, hexp, t, now)
+local st = rget(orec, 'st') or ''
+local changed = expired > 0
+if st == 'r' then
+  for _, l in ipairs(split(rget(orec, 'ln'))) do
+    if release_line(inv, t, orec, l, alloc_sum(ralloc(orec, 'a:' .. l))) > 0 then changed = true end
+  end
+end
+local restored = ''
+local h = split(rget(orec, 'hold'))
+if st == 'r' and #h > 0 then
+  local cart, hq, hexp_ms = h[1], h[2], tonumber(h[3])
+  if hexp_ms > now and not redis.call('HGET', holds, cart) then
+    apply_alloc(inv, t, alloc_parse(h, 4), 1)
+    redis.call('HSET', holds, cart, join({ hq, h[3], alloc_str(alloc_parse(h, 4)) }))
+    redis.call('ZADD', hexp, hexp_ms, cart)
+    restored = h[3]
+    changed = true
+  end
+end
+if st == 'r' or st == '' or st == 'n' then
+  redis.call('HSET', orec, 'st', 'a')
+  redis.call('PEXPIRE', orec, retention)
+end
+if changed then bump(inv) end
+return { 'ok', { st, restored }, before, redis.call('HGETALL', inv) }

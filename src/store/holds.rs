@@ -1,0 +1,167 @@
+//! `shop.carts` operations and the hold sweep.
+//!
+//! Expired holds stop counting at once: every script releases due holds of
+//! its sku first. The sweep publishes those releases for skus nobody
+//! touches: a sharded index (zset of skus by earliest expiry) tells it which
+//! skus are due. The index is a separate call from the hold itself (other
+//! slot), so the sweeper removes an entry only if no hold was indexed since
+//! it looked (a generation check in `hold_unindex.lua`).
+
+use super::keys::{self, SkuKeys};
+use super::reply::Reply;
+use super::{check_id, qarg, Changes, Effect, Engine, StoreError};
+use crate::domain::HoldOutcome;
+use crate::qty::Qty;
+
+impl Engine {
+    /// `cart.line.held`: sets the cart's hold on the sku, all or nothing.
+    /// `expires_at_ms` None means the configured hold time from now.
+    pub async fn hold(
+        &self,
+        event_id: &str,
+        cart_id: &str,
+        channel: &str,
+        sku: &str,
+        quantity: Qty,
+        expires_at_ms: Option<i64>,
+    ) -> Result<Effect<HoldOutcome>, StoreError> {
+        check_id("event id", event_id)?;
+        check_id("cart_id", cart_id)?;
+        check_id("channel", channel)?;
+        check_id("sku", sku)?;
+        if quantity.is_negative() {
+            return Err(StoreError::Invalid(format!("quantity must be >= 0, got {quantity}")));
+        }
+        let now = self.now();
+        let expires = expires_at_ms.unwrap_or(now + self.cfg.hold_time.as_millis() as i64);
+        let channels = self.channels().await?;
+        let locs = channels.get(channel);
+        // The cart's sku list outlives its holds a little, for cart.released.
+        let cart_ttl = (expires - now).max(0) + self.cfg.hold_time.as_millis() as i64 + 60_000;
+        redis::pipe()
+            .cmd("SADD")
+            .arg(keys::cart(cart_id))
+            .arg(sku)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(keys::cart(cart_id))
+            .arg(cart_ttl)
+            .arg("GT")
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(keys::cart(cart_id))
+            .arg(cart_ttl)
+            .arg("NX")
+            .ignore()
+            .query_async::<()>(&mut self.conn.clone())
+            .await?;
+
+        let k = SkuKeys::new(sku);
+        let mut args = vec![
+            now.to_string(),
+            self.idem_ttl(),
+            cart_id.to_string(),
+            qarg(quantity),
+            expires.to_string(),
+            if locs.is_some() { "1" } else { "0" }.to_string(),
+        ];
+        let locs = locs.cloned().unwrap_or_default();
+        args.push(locs.len().to_string());
+        args.extend(locs);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let v = self.scripts.hold.call(&mut self.conn.clone(), &[&k.inv, &k.holds, &k.hexp, &k.event(event_id)], &argv).await?;
+        let r = Reply::sku("hold", v)?;
+        let repeat = r.code == "dup";
+        let outcome = HoldOutcome {
+            confirmed: r.str(0)? == "ok",
+            requested: quantity,
+            held: r.qty(1)?,
+            available: r.opt_qty(2)?,
+            expires_at_ms: r.str(3)?.parse().map_err(|_| r.bad("expires_ms"))?,
+        };
+        if r.str(4)? == "1" {
+            self.index_hold(sku, expires).await?;
+        }
+        let mut c = Changes::default();
+        c.add(sku, r.before, r.after, repeat);
+        self.effect(outcome, c).await
+    }
+
+    /// `cart.released`: releases the cart's holds on the given skus, or on
+    /// every sku it holds. The outcome is the total quantity released.
+    pub async fn release_cart(&self, event_id: &str, cart_id: &str, skus: Option<&[String]>) -> Result<Effect<Qty>, StoreError> {
+        check_id("event id", event_id)?;
+        check_id("cart_id", cart_id)?;
+        let mut conn = self.conn.clone();
+        let skus: Vec<String> = match skus {
+            Some(s) => s.to_vec(),
+            None => redis::cmd("SMEMBERS").arg(keys::cart(cart_id)).query_async(&mut conn).await?,
+        };
+        let mut changes = Changes::default();
+        let mut released = Qty::ZERO;
+        for sku in &skus {
+            check_id("sku", sku)?;
+            let k = SkuKeys::new(sku);
+            let v = self
+                .scripts
+                .hold_release
+                .call(&mut conn, &[&k.inv, &k.holds, &k.hexp, &k.event(event_id)], &[&self.now().to_string(), &self.idem_ttl(), cart_id])
+                .await?;
+            let r = Reply::sku("hold_release", v)?;
+            released += r.qty(0)?;
+            changes.add(sku, r.before, r.after, r.code == "dup");
+        }
+        if !skus.is_empty() {
+            redis::cmd("SREM").arg(keys::cart(cart_id)).arg(&skus).query_async::<()>(&mut conn).await?;
+        }
+        self.effect(released, changes).await
+    }
+
+    pub(super) async fn index_hold(&self, sku: &str, expires_ms: i64) -> Result<(), StoreError> {
+        let ix = keys::hold_index(keys::hold_shard(sku));
+        self.scripts
+            .hold_index
+            .call(&mut self.conn.clone(), &[&ix.zset, &ix.gens, &ix.counter], &[sku, &expires_ms.to_string()])
+            .await?;
+        Ok(())
+    }
+
+    /// Releases holds that are due, up to `limit` skus per index shard, and
+    /// returns their availability changes. Safe to run from every worker at
+    /// once. The outcome is the number of holds released.
+    pub async fn sweep_holds(&self, limit: usize) -> Result<Effect<usize>, StoreError> {
+        let mut conn = self.conn.clone();
+        let now = self.now();
+        let mut changes = Changes::default();
+        let mut released = 0;
+        for shard in 0..keys::HOLD_SHARDS {
+            let ix = keys::hold_index(shard);
+            let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+                .arg(&ix.zset)
+                .arg("-inf")
+                .arg(now)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .query_async(&mut conn)
+                .await?;
+            for sku in due {
+                let gen: Option<String> = redis::cmd("HGET").arg(&ix.gens).arg(&sku).query_async(&mut conn).await?;
+                let k = SkuKeys::new(&sku);
+                let v = self.scripts.sweep.call(&mut conn, &[&k.inv, &k.holds, &k.hexp], &[&now.to_string()]).await?;
+                let r = Reply::sku("sweep", v)?;
+                let n: usize = r.str(0)?.parse().map_err(|_| r.bad("count"))?;
+                let next = r.str(1)?.to_string();
+                self.scripts
+                    .hold_unindex
+                    .call(&mut conn, &[&ix.zset, &ix.gens], &[&sku, gen.as_deref().unwrap_or(""), &next])
+                    .await?;
+                if n > 0 {
+                    released += n;
+                    changes.add(&sku, r.before, r.after, false);
+                }
+            }
+        }
+        self.effect(released, changes).await
+    }
+}

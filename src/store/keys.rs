@@ -1,0 +1,105 @@
+//! Redis key names. Every key of one sku carries the same hash tag, so a
+//! script over them runs on one Redis Cluster slot.
+
+/// The hash tag for a sku: the sku itself, or its hex form when it holds a
+/// brace (which would end or split the tag).
+pub fn tag(sku: &str) -> String {
+    if sku.contains(['{', '}']) {
+        let hex: String = sku.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("x{hex}")
+    } else {
+        sku.to_string()
+    }
+}
+
+/// The keys every per-sku script takes first: inv, holds, hexp.
+pub struct SkuKeys {
+    pub inv: String,
+    pub holds: String,
+    pub hexp: String,
+    prefix: String,
+}
+
+impl SkuKeys {
+    pub fn new(sku: &str) -> SkuKeys {
+        let prefix = format!("rv:{{{}}}", tag(sku));
+        SkuKeys { inv: format!("{prefix}:inv"), holds: format!("{prefix}:holds"), hexp: format!("{prefix}:hexp"), prefix }
+    }
+    /// Idempotency record of one event on this sku.
+    pub fn event(&self, event_id: &str) -> String {
+        format!("{}:e:{event_id}", self.prefix)
+    }
+    /// This order's record on this sku.
+    pub fn order(&self, order_id: &str) -> String {
+        format!("{}:o:{order_id}", self.prefix)
+    }
+}
+
+/// The order key (decision, outcome, lines) and its pending-op list.
+pub fn order(order_id: &str) -> (String, String) {
+    let t = tag(order_id);
+    (format!("rv:o:{{{t}}}"), format!("rv:o:{{{t}}}:p"))
+}
+
+/// A channel's locations (JSON list). Channel keys share one slot so they
+/// can be written together.
+pub fn channel(name: &str) -> String {
+    format!("rv:{{ch}}:{name}")
+}
+
+/// The set of all channel names.
+pub const CHANNELS: &str = "rv:{ch}";
+
+/// Skus with a level at a location, so a channel change can find them.
+pub fn location_skus(location: &str) -> String {
+    format!("rv:loc:{location}")
+}
+
+/// Skus a cart holds, for `cart.released` without a sku list.
+pub fn cart(cart_id: &str) -> String {
+    format!("rv:cart:{cart_id}")
+}
+
+/// Shards of the hold-expiry index: one zset, generation hash and counter
+/// each, with a shared tag so one script can touch all three.
+pub const HOLD_SHARDS: u32 = 16;
+
+pub struct HoldIndexKeys {
+    pub zset: String,
+    pub gens: String,
+    pub counter: String,
+}
+
+pub fn hold_index(shard: u32) -> HoldIndexKeys {
+    let p = format!("rv:hd:{{{shard}}}");
+    HoldIndexKeys { zset: p.clone(), gens: format!("{p}:g"), counter: format!("{p}:c") }
+}
+
+/// The shard a sku's holds are indexed in (FNV-1a).
+pub fn hold_shard(sku: &str) -> u32 {
+    let mut h: u32 = 0x811c9dc5;
+    for b in sku.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x01000193);
+    }
+    h % HOLD_SHARDS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_tag_per_sku() {
+        let k = SkuKeys::new("SKU-1");
+        assert_eq!(k.inv, "rv:{SKU-1}:inv");
+        assert_eq!(k.order("o-1"), "rv:{SKU-1}:o:o-1");
+        assert_eq!(SkuKeys::new("a{b}").inv, "rv:{x617b627d}:inv");
+    }
+
+    #[test]
+    fn shards_spread() {
+        let used: std::collections::HashSet<u32> = (0..200).map(|i| hold_shard(&format!("SKU-{i}"))).collect();
+        assert_eq!(used.len(), HOLD_SHARDS as usize);
+    }
+}

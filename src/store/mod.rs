@@ -1,0 +1,275 @@
+//! The engine: every contract operation over Redis Lua scripts.
+//!
+//! Each operation is one or more per-sku scripts (one cluster slot each);
+//! an order over several skus is a sequence of them with idempotent
+//! compensation (see `orders`). Every call returns an [`Effect`]: the
+//! outcome to publish and, per affected (channel, sku), the availability
+//! after the change.
+
+mod channels;
+pub mod conn;
+mod holds;
+pub mod keys;
+mod orders;
+pub mod reply;
+mod scripts;
+mod stock;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use conn::Conn;
+pub use orders::{CancelOutcome, CreditLine, CreditMemo, OrderLine, PlaceOrder, Shipment, ShipmentLine};
+
+use crate::domain::{updates, AvailabilityUpdate, SkuChange, SkuState};
+use crate::qty::Qty;
+use channels::ChannelCache;
+use scripts::Scripts;
+
+/// Why a store call failed, and whether trying again can help.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis unreachable, timed out, loading, failing over: retry with backoff.
+    #[error("Redis is unavailable ({0}); retrying can help once it is back")]
+    Unavailable(#[source] redis::RedisError),
+    /// Redis refused the command or a script rejected its arguments: a bug
+    /// or bad input, retrying the same call fails the same way.
+    #[error("Redis script {script} failed: {message}")]
+    Script { script: &'static str, message: String },
+    #[error("unexpected reply from Redis: {0}")]
+    Reply(String),
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+
+    fn from_script(script: &'static str, e: redis::RedisError) -> StoreError {
+        if transient(&e) {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Script { script, message: e.to_string() }
+        }
+    }
+}
+
+fn transient(e: &redis::RedisError) -> bool {
+    use redis::RetryMethod::*;
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(
+            e.retry_method(),
+            Reconnect | ReconnectFromInitialConnections | RetryImmediately | WaitAndRetry | AskRedirect | MovedRedirect | RefreshSlotsAndRetry
+        )
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> StoreError {
+        if transient(&e) {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Script { script: "command", message: e.to_string() }
+        }
+    }
+}
+
+/// Retention and timing settings of the engine.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EngineConfig {
+    /// How long an event id is remembered per sku (repeats inside it change nothing).
+    pub idempotency_retention: Duration,
+    /// How long a settled (or rejected) order's records are kept.
+    pub order_retention: Duration,
+    /// Hold time of a `cart.line.held` without `expires_at`.
+    pub hold_time: Duration,
+    /// How stale the cached channel list may get when another worker changes it.
+    pub channel_refresh: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            idempotency_retention: Duration::from_secs(7 * 24 * 3600),
+            order_retention: Duration::from_secs(30 * 24 * 3600),
+            hold_time: Duration::from_secs(15 * 60),
+            channel_refresh: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Where "now" comes from: the system clock, or a hand-set one for tests.
+#[derive(Clone, Debug, Default)]
+pub enum Clock {
+    #[default]
+    System,
+    Manual(Arc<AtomicI64>),
+}
+
+impl Clock {
+    pub fn manual(start_ms: i64) -> Clock {
+        Clock::Manual(Arc::new(AtomicI64::new(start_ms)))
+    }
+    pub fn now_ms(&self) -> i64 {
+        match self {
+            Clock::System => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+            Clock::Manual(t) => t.load(Ordering::SeqCst),
+        }
+    }
+    /// Moves a manual clock; no effect on the system clock.
+    pub fn advance(&self, by: Duration) {
+        if let Clock::Manual(t) = self {
+            t.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
+        }
+    }
+}
+
+/// What one operation did: its outcome, the sku states it moved, and the
+/// availability per (channel, sku) to publish where `changed`.
+#[derive(Clone, Debug)]
+pub struct Effect<T> {
+    pub outcome: T,
+    pub skus: Vec<SkuChange>,
+    pub updates: Vec<AvailabilityUpdate>,
+}
+
+impl<T> Effect<T> {
+    /// The updates a subscriber must see: changed ones only.
+    pub fn to_publish(&self) -> impl Iterator<Item = &AvailabilityUpdate> {
+        self.updates.iter().filter(|u| u.changed)
+    }
+}
+
+/// Per-sku changes of one operation, merged: first `before`, last `after`.
+#[derive(Default)]
+struct Changes(Vec<SkuChange>);
+
+impl Changes {
+    fn add(&mut self, sku: &str, before: SkuState, after: SkuState, repeat: bool) {
+        match self.0.iter_mut().find(|c| c.sku == sku) {
+            Some(c) => {
+                c.after = after;
+                c.repeat &= repeat;
+            }
+            None => self.0.push(SkuChange { sku: sku.to_string(), before, after, repeat }),
+        }
+    }
+    fn add_reply(&mut self, sku: &str, r: reply::Reply, repeat: bool) -> reply::Reply {
+        self.add(sku, r.before.clone(), r.after.clone(), repeat);
+        r
+    }
+}
+
+/// The inventory engine. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct Engine {
+    conn: Conn,
+    scripts: Arc<Scripts>,
+    cfg: Arc<EngineConfig>,
+    clock: Clock,
+    channels: Arc<ChannelCache>,
+}
+
+impl Engine {
+    /// Connects and loads every script into the server's cache (so pipelined
+    /// EVALSHA calls find them; a later NOSCRIPT still falls back to EVAL).
+    pub async fn connect(redis_url: &str, cfg: EngineConfig, clock: Clock) -> Result<Engine, StoreError> {
+        let conn = Conn::connect(redis_url).await?;
+        let engine = Engine {
+            conn,
+            scripts: Arc::new(Scripts::new()),
+            channels: Arc::new(ChannelCache::new(cfg.channel_refresh)),
+            cfg: Arc::new(cfg),
+            clock,
+        };
+        engine.load_scripts().await?;
+        Ok(engine)
+    }
+
+    async fn load_scripts(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        for s in self.scripts.all() {
+            let mut cmd = redis::cmd("SCRIPT");
+            cmd.arg("LOAD").arg(&s.code);
+            if let Conn::Cluster(_) = conn {
+                // Every master needs it; redis-rs fans SCRIPT LOAD out to all nodes.
+                cmd.query_async::<redis::Value>(&mut conn).await?;
+            } else {
+                cmd.query_async::<String>(&mut conn).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// A raw connection handle (for inspection tools and tests).
+    pub fn conn(&self) -> Conn {
+        self.conn.clone()
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    fn idem_ttl(&self) -> String {
+        (self.cfg.idempotency_retention.as_millis().max(1)).to_string()
+    }
+
+    fn order_ttl(&self) -> String {
+        (self.cfg.order_retention.as_millis().max(1)).to_string()
+    }
+
+    /// The current state of one sku, read without changing anything.
+    pub async fn sku_state(&self, sku: &str) -> Result<SkuState, StoreError> {
+        let fields: Vec<String> = redis::cmd("HGETALL").arg(keys::SkuKeys::new(sku).inv).query_async(&mut self.conn.clone()).await?;
+        reply::sku_state(&fields).map_err(StoreError::Reply)
+    }
+
+    /// The channels as this engine sees them: name -> locations.
+    pub async fn channels(&self) -> Result<Arc<BTreeMap<String, Vec<String>>>, StoreError> {
+        self.channels.get(&mut self.conn.clone(), false).await
+    }
+
+    /// Builds the effect: availability per channel for every sku moved.
+    async fn effect<T>(&self, outcome: T, changes: Changes) -> Result<Effect<T>, StoreError> {
+        let channels = self.channels().await?;
+        let ups = changes
+            .0
+            .iter()
+            .flat_map(|c| updates(c, channels.iter().map(|(n, l)| (n.as_str(), l.as_slice()))))
+            .collect();
+        Ok(Effect { outcome, skus: changes.0, updates: ups })
+    }
+}
+
+/// Checks an id the scripts will use as part of a key or stored value.
+pub fn check_id(what: &str, v: &str) -> Result<(), StoreError> {
+    if v.is_empty() || v.chars().any(|c| c.is_control()) {
+        return Err(StoreError::Invalid(format!("{what} must be a non-empty id without control characters, got {v:?}")));
+    }
+    Ok(())
+}
+
+fn qarg(q: Qty) -> String {
+    q.raw().to_string()
+}

@@ -1,0 +1,376 @@
+//! The engine against a real redis-server: the issue's scenarios, every
+//! rejection reason, idempotency, out-of-order events, hold expiry.
+
+mod support;
+
+use std::time::Duration;
+
+use reservoir::domain::{BeyondStock, ItemConfig, LineOutcome, OrderOutcome, RejectReason, Status, Tracking};
+use reservoir::qty::Qty;
+use reservoir::store::{CancelOutcome, CreditLine, CreditMemo, Engine, OrderLine, PlaceOrder, Shipment, ShipmentLine};
+use support::{uid, RedisServer};
+
+fn q(s: &str) -> Qty {
+    Qty::parse(s).unwrap()
+}
+
+/// Unique names for one test: channel, skus, orders, carts.
+struct Names(String);
+impl Names {
+    fn new() -> Names {
+        Names(uid())
+    }
+    fn n(&self, base: &str) -> String {
+        format!("{base}-{}", self.0)
+    }
+}
+
+fn eu(n: &Names) -> Vec<String> {
+    vec![n.n("eu-1"), n.n("eu-2"), n.n("eu-3")]
+}
+
+fn order(n: &Names, id: &str, lines: &[(&str, &str, &str)]) -> PlaceOrder {
+    PlaceOrder {
+        order_id: n.n(id),
+        channel: n.n("eu"),
+        cart_id: None,
+        lines: lines.iter().map(|(l, s, qt)| OrderLine { line_id: l.to_string(), sku: n.n(s), quantity: q(qt) }).collect(),
+    }
+}
+
+async fn available(e: &Engine, n: &Names, sku: &str) -> Qty {
+    let s = e.sku_state(&n.n(sku)).await.unwrap();
+    reservoir::domain::availability(&s, &eu(n)).available.unwrap()
+}
+
+async fn setup(e: &Engine, n: &Names, sku: &str, levels: &[(&str, &str, bool)]) {
+    e.configure_channel(&n.n("ev-ch"), &n.n("eu"), &eu(n)).await.unwrap();
+    for (i, (loc, h, in_stock)) in levels.iter().enumerate() {
+        e.set_level(&n.n(&format!("ev-{sku}-{i}")), &n.n(sku), &n.n(loc), q(h), *in_stock).await.unwrap();
+    }
+}
+
+fn confirmed(o: &OrderOutcome) -> &Vec<reservoir::domain::ConfirmedLine> {
+    match o {
+        OrderOutcome::Confirmed { lines } => lines,
+        other => panic!("expected confirmed, got {other:?}"),
+    }
+}
+
+fn rejected(o: &OrderOutcome) -> &Vec<reservoir::domain::RejectedLine> {
+    match o {
+        OrderOutcome::Rejected { lines } => lines,
+        other => panic!("expected rejected, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn availability_reserve_cancel_and_threshold() {
+    let r = RedisServer::start();
+    let (e, _) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "5.5", true), ("eu-2", "3", true), ("eu-3", "10", false)]).await;
+    assert_eq!(available(&e, &n, "SKU-1").await, q("8.5"));
+
+    let placed = e.place_order(&order(&n, "o-1", &[("1", "SKU-1", "3.5")])).await.unwrap();
+    let lines = confirmed(&placed.outcome);
+    assert_eq!(lines[0].allocations.len(), 1);
+    assert_eq!(lines[0].allocations[0].quantity, q("3.5"));
+    assert_eq!(available(&e, &n, "SKU-1").await, q("5"));
+    let up = placed.to_publish().next().expect("availability changed");
+    assert_eq!((up.availability.available, up.availability.status), (Some(q("5")), Status::InStock));
+
+    let c = e.cancel_order(&n.n("ev-c1"), &n.n("o-1"), None).await.unwrap();
+    assert_eq!(c.outcome, CancelOutcome::Released(q("3.5")));
+    assert_eq!(available(&e, &n, "SKU-1").await, q("8.5"));
+
+    let cfg = ItemConfig { out_of_stock_threshold: q("5"), ..Default::default() };
+    e.configure_item(&n.n("ev-cfg"), &n.n("SKU-1"), &cfg).await.unwrap();
+    assert_eq!(available(&e, &n, "SKU-1").await, q("3.5"));
+    confirmed(&e.place_order(&order(&n, "o-2", &[("1", "SKU-1", "3")])).await.unwrap().outcome);
+    let rej = e.place_order(&order(&n, "o-3", &[("1", "SKU-1", "1")])).await.unwrap();
+    let l = &rejected(&rej.outcome)[0];
+    assert_eq!((l.reason, l.available, l.requested), (RejectReason::InsufficientStock, q("0.5"), q("1")));
+}
+
+#[tokio::test]
+async fn concurrent_reservations_of_the_last_unit() {
+    let r = RedisServer::start();
+    let (e, _) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "1", true)]).await;
+    let (oa, ob) = (order(&n, "o-a", &[("1", "SKU-1", "1")]), order(&n, "o-b", &[("1", "SKU-1", "1")]));
+    let (a, b) = tokio::join!(e.place_order(&oa), e.place_order(&ob));
+    let oks = [a.unwrap(), b.unwrap()].iter().filter(|x| matches!(x.outcome, OrderOutcome::Confirmed { .. })).count();
+    assert_eq!(oks, 1);
+    assert_eq!(available(&e, &n, "SKU-1").await, Qty::ZERO);
+}
+
+#[tokio::test]
+async fn same_sku_lines_count_together_and_nothing_stays_reserved() {
+    let r = RedisServer::start();
+    let (e, _) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "5", true)]).await;
+    setup(&e, &n, "SKU-2", &[("eu-1", "5", true)]).await;
+    let rej = e.place_order(&order(&n, "o-1", &[("1", "SKU-1", "5"), ("2", "SKU-1", "5")])).await.unwrap();
+    assert_eq!(rejected(&rej.outcome).len(), 2);
+    assert_eq!(available(&e, &n, "SKU-1").await, q("5"));
+    // Multi-sku: the first sku reserved, the second short: compensated.
+    let rej = e.place_order(&order(&n, "o-2", &[("1", "SKU-1", "2"), ("2", "SKU-2", "6")])).await.unwrap();
+    assert_eq!(rejected(&rej.outcome)[0].sku, n.n("SKU-2"));
+    assert_eq!(available(&e, &n, "SKU-1").await, q("5"));
+    assert_eq!(available(&e, &n, "SKU-2").await, q("5"));
+    // The same order again: same answer, still nothing reserved.
+    let again = e.place_order(&order(&n, "o-2", &[("1", "SKU-1", "2"), ("2", "SKU-2", "1")])).await.unwrap();
+    assert_eq!(again.outcome, rej.outcome);
+    assert_eq!(available(&e, &n, "SKU-1").await, q("5"));
+}
+
+#[tokio::test]
+async fn backorders_within_limit() {
+    let r = RedisServer::start();
+    let (e, _) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "0", true)]).await;
+    let cfg = ItemConfig { backorders: BeyondStock { enabled: true, limit: Some(q("3")) }, ..Default::default() };
+    e.configure_item(&n.n("ev-cfg"), &n.n("SKU-1"), &cfg).await.unwrap();
+    let s = e.sku_state(&n.n("SKU-1")).await.unwrap();
+    assert_eq!(reservoir::domain::availability(&s, &eu(&n)).status, Status::Backorder);
+    let ok = e.place_order(&order(&n, "o-1", &[("1", "SKU-1", "3")])).await.unwrap();
+    let l = &confirmed(&ok.outcome)[0];
+    assert_eq!((l.backordered, l.allocations[0].location.clone()), (q("3"), n.n("eu-1")));
+    let up = ok.to_publish().next().unwrap();
+    assert_eq!(up.availability.status, Status::OutOfStock);
+    let rej = e.place_order(&order(&n, "o-2", &[("1", "SKU-1", "1")])).await.unwrap();
+    assert_eq!(rejected(&rej.outcome)[0].reason, RejectReason::InsufficientStock);
+    // Cancel frees the backorder limit again.
+    e.cancel_order(&n.n("ev-c"), &n.n("o-1"), Some(&[("1".to_string(), q("1"))])).await.unwrap();
+    confirmed(&e.place_order(&order(&n, "o-3", &[("1", "SKU-1", "1")])).await.unwrap().outcome);
+}
+
+#[tokio::test]
+async fn allocation_splits_in_priority_order() {
+    let r = RedisServer::start();
+    let (e, _) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "4", true), ("eu-2", "3", true)]).await;
+    let ok = e.place_order(&order(&n, "o-1", &[("1", "SKU-1", "6")])).await.unwrap();
+    let a: Vec<(String, Qty)> = confirmed(&ok.outcome)[0].allocations.iter().map(|a| (a.location.clone(), a.quantity)).collect();
+    assert_eq!(a, vec![(n.n("eu-1"), q("4")), (n.n("eu-2"), q("2"))]);
+}
+
+#[tokio::test]
+async fn shipments_deduct_on_hand_and_reservation() {
+    let r = RedisServer::start();
+    let (e, _) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "10", true)]).await;
+    confirmed(&e.place_order(&order(&n, "o-1", &[("1", "SKU-1", "3")])).await.unwrap().outcome);
+    for (i, (h, r)) in [("9", "2"), ("8", "1"), ("7", "0")].iter().enumerate() {
+        let s = Shipment {
+            shipment_id: n.n(&format!("s-{i}")),
+            order_id: n.n("o-1"),
+            location: n.n("eu-1"),
+            lines: vec![ShipmentLine { line_id: "1".into(), sku: n.n("SKU-1"), quantity: q("1") }],
+        };
+        let eff = e.ship(&s).await.unwrap();
+        assert_eq!(eff.outcome, vec![LineOutcome::Applied]);
+        let lv = e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")];
+        assert_eq!((lv.on_hand, lv.reserved), (q(h), q(r)));
+        // Repeated shipment: nothing more.
+        e.ship(&s).await.unwrap();
+        assert_eq!(e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")].on_hand, q(h));
+    }
+    let too_much = Shipment {
+        shipment_id: n.n("s-big"),
+        order_id: n.n("o-1"),
+        location: n.n("eu-1"),
+        lines: vec![ShipmentLine { line_id: "9".into(), sku: n.n("SKU-1"), quantity: q("8") }],
+    };
+    let eff = e.ship(&too_much).await.unwrap();
+    assert!(matches!(&eff.outcome[0], LineOutcome::Refused { code: "insufficient_on_hand", .. }));
+    assert_eq!(e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")].on_hand, q("7"));
+}
+
+#[tokio::test]
+async fn credit_memos_restock_shipped_units_once() {
+    let r = RedisServer::start();
+    let (e, _) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "10", true)]).await;
+    confirmed(&e.place_order(&order(&n, "o-1", &[("1", "SKU-1", "5")])).await.unwrap().outcome);
+    let s = Shipment {
+        shipment_id: n.n("s-1"),
+        order_id: n.n("o-1"),
+        location: n.n("eu-1"),
+        lines: vec![ShipmentLine { line_id: "1".into(), sku: n.n("SKU-1"), quantity: q("4") }],
+    };
+    e.ship(&s).await.unwrap();
+    let memo = |id: &str, qty: &str, back: bool| CreditMemo {
+        credit_memo_id: n.n(id),
+        order_id: n.n("o-1"),
+        lines: vec![CreditLine { line_id: "1".into(), sku: n.n("SKU-1"), quantity: q(qty), back_to_stock: back, location: None }],
+    };
+    let on_hand = |e: &Engine| {
+        let e = e.clone();
+        let sku = n.n("SKU-1");
+        let loc = n.n("eu-1");
+        async move { e.sku_state(&sku).await.unwrap().levels[&loc] }
+    };
+    assert_eq!(on_hand(&e).await.on_hand, q("6"));
+    // 3 refunded: 1 unshipped releases the reservation, 2 shipped go back.
+    e.credit(&memo("cm-1", "3", true)).await.unwrap();
+    let lv = on_hand(&e).await;
+    assert_eq!((lv.on_hand, lv.reserved), (q("8"), q("0")));
+    e.credit(&memo("cm-1", "3", true)).await.unwrap();
+    assert_eq!(on_hand(&e).await.on_hand, q("8"));
+    e.credit(&memo("cm-2", "1", false)).await.unwrap();
+    assert_eq!(on_hand(&e).await.on_hand, q("8"));
+    let over = e.credit(&memo("cm-3", "2", true)).await.unwrap();
+    assert!(matches!(&over.outcome[0], LineOutcome::Refused { code: "over_refund", .. }));
+}
+
+#[tokio::test]
+async fn a_carts_own_hold_never_blocks_its_order() {
+    let r = RedisServer::start();
+    let (e, clock) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "2", true)]).await;
+    let h = e.hold(&n.n("ev-h1"), &n.n("cart-a"), &n.n("eu"), &n.n("SKU-1"), q("2"), None).await.unwrap();
+    assert!(h.outcome.confirmed);
+    let other = e.hold(&n.n("ev-h2"), &n.n("cart-b"), &n.n("eu"), &n.n("SKU-1"), q("1"), None).await.unwrap();
+    assert!(!other.outcome.confirmed);
+    assert_eq!(other.outcome.available, Some(Qty::ZERO));
+    let mut o = order(&n, "o-1", &[("1", "SKU-1", "2")]);
+    o.cart_id = Some(n.n("cart-a"));
+    confirmed(&e.place_order(&o).await.unwrap().outcome);
+    let lv = e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")];
+    assert_eq!(lv.reserved, q("2"));
+    // The hold is gone: expiry later releases nothing twice.
+    clock.advance(Duration::from_secs(3600));
+    let swept = e.sweep_holds(100).await.unwrap();
+    assert_eq!(swept.outcome, 0);
+    assert_eq!(e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")].reserved, q("2"));
+}
+
+#[tokio::test]
+async fn holds_expire_at_once_and_the_sweep_reports_them() {
+    let r = RedisServer::start();
+    let (e, clock) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "5", true)]).await;
+    let h = e.hold(&n.n("ev-h1"), &n.n("cart-a"), &n.n("eu"), &n.n("SKU-1"), q("4"), None).await.unwrap();
+    assert!(h.outcome.confirmed);
+    assert_eq!(available(&e, &n, "SKU-1").await, q("1"));
+    clock.advance(Duration::from_secs(15 * 60 + 1));
+    // Expired: another cart can take the stock even before any sweep.
+    let h2 = e.hold(&n.n("ev-h2"), &n.n("cart-b"), &n.n("eu"), &n.n("SKU-1"), q("5"), None).await.unwrap();
+    assert!(h2.outcome.confirmed, "{:?}", h2.outcome);
+    clock.advance(Duration::from_secs(15 * 60 + 1));
+    let swept = e.sweep_holds(100).await.unwrap();
+    assert_eq!(swept.outcome, 1);
+    let up = swept.to_publish().next().expect("the release is published");
+    assert_eq!(up.availability.available, Some(q("5")));
+    // Nothing left to sweep, and the index is empty again.
+    assert_eq!(e.sweep_holds(100).await.unwrap().outcome, 0);
+    // Cart release of everything the cart holds.
+    e.hold(&n.n("ev-h3"), &n.n("cart-c"), &n.n("eu"), &n.n("SKU-1"), q("2"), None).await.unwrap();
+    let rel = e.release_cart(&n.n("ev-r"), &n.n("cart-c"), None).await.unwrap();
+    assert_eq!(rel.outcome, q("2"));
+    assert_eq!(available(&e, &n, "SKU-1").await, q("5"));
+}
+
+#[tokio::test]
+async fn every_rejection_reason() {
+    let r = RedisServer::start();
+    let (e, _) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "1", true)]).await;
+    let rej = |o: OrderOutcome| rejected(&o)[0].reason;
+    assert_eq!(rej(e.place_order(&order(&n, "o-1", &[("1", "SKU-1", "2")])).await.unwrap().outcome), RejectReason::InsufficientStock);
+    assert_eq!(rej(e.place_order(&order(&n, "o-2", &[("1", "NOPE", "1")])).await.unwrap().outcome), RejectReason::UnknownSku);
+    let mut o = order(&n, "o-3", &[("1", "SKU-1", "1")]);
+    o.channel = n.n("nowhere");
+    assert_eq!(rej(e.place_order(&o).await.unwrap().outcome), RejectReason::UnknownChannel);
+    // Cancel first: the later placement is rejected as canceled, nothing reserved.
+    assert_eq!(e.cancel_order(&n.n("ev-c"), &n.n("o-4"), None).await.unwrap().outcome, CancelOutcome::CanceledFirst);
+    assert_eq!(rej(e.place_order(&order(&n, "o-4", &[("1", "SKU-1", "1")])).await.unwrap().outcome), RejectReason::Canceled);
+    assert_eq!(available(&e, &n, "SKU-1").await, q("1"));
+    // Adjust below zero.
+    let adj = e.adjust_level(&n.n("ev-a"), &n.n("SKU-1"), &n.n("eu-1"), q("-2")).await.unwrap();
+    assert_eq!(adj.outcome.unwrap_err().code, "negative_on_hand");
+}
+
+#[tokio::test]
+async fn shipment_and_partial_cancel_before_placement() {
+    let r = RedisServer::start();
+    let (e, _) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "10", true)]).await;
+    let s = Shipment {
+        shipment_id: n.n("s-1"),
+        order_id: n.n("o-1"),
+        location: n.n("eu-1"),
+        lines: vec![ShipmentLine { line_id: "1".into(), sku: n.n("SKU-1"), quantity: q("2") }],
+    };
+    assert_eq!(e.ship(&s).await.unwrap().outcome, vec![LineOutcome::Pending]);
+    assert_eq!(e.cancel_order(&n.n("ev-c"), &n.n("o-1"), Some(&[("1".into(), q("1"))])).await.unwrap().outcome, CancelOutcome::Pending);
+    let placed = e.place_order(&order(&n, "o-1", &[("1", "SKU-1", "5")])).await.unwrap();
+    confirmed(&placed.outcome);
+    // In order: reserve 5, ship 2 (on_hand 8, reserved 3), cancel 1 (reserved 2).
+    let lv = e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")];
+    assert_eq!((lv.on_hand, lv.reserved), (q("8"), q("2")));
+    // Replaying everything changes nothing.
+    e.ship(&s).await.unwrap();
+    e.cancel_order(&n.n("ev-c"), &n.n("o-1"), Some(&[("1".into(), q("1"))])).await.unwrap();
+    e.place_order(&order(&n, "o-1", &[("1", "SKU-1", "5")])).await.unwrap();
+    let lv = e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")];
+    assert_eq!((lv.on_hand, lv.reserved), (q("8"), q("2")));
+}
+
+#[tokio::test]
+async fn repeats_change_nothing_and_republish() {
+    let r = RedisServer::start();
+    let (e, _) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "10", true)]).await;
+    let adj = e.adjust_level(&n.n("ev-a"), &n.n("SKU-1"), &n.n("eu-1"), q("-3")).await.unwrap();
+    let v1 = adj.updates[0].version;
+    let again = e.adjust_level(&n.n("ev-a"), &n.n("SKU-1"), &n.n("eu-1"), q("-3")).await.unwrap();
+    assert_eq!(available(&e, &n, "SKU-1").await, q("7"));
+    assert!(again.updates[0].changed, "a repeat publishes the current availability again");
+    assert_eq!(again.updates[0].version, v1);
+    // Untracked kinds.
+    let cfg = ItemConfig { tracking: Tracking::None, ..Default::default() };
+    e.configure_item(&n.n("ev-none"), &n.n("SKU-1"), &cfg).await.unwrap();
+    let ok = e.place_order(&order(&n, "o-1", &[("1", "SKU-1", "1000")])).await.unwrap();
+    assert!(confirmed(&ok.outcome)[0].allocations.is_empty());
+}
+
+#[tokio::test]
+async fn works_on_a_redis_cluster() {
+    let c = support::RedisCluster::start();
+    let (e, _) = support::engine(&c.urls).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "4", true), ("eu-2", "3", true)]).await;
+    setup(&e, &n, "SKU-2", &[("eu-2", "1", true)]).await;
+    setup(&e, &n, "SKU-3", &[("eu-3", "1", true)]).await;
+    let ok = e.place_order(&order(&n, "o-1", &[("1", "SKU-1", "6"), ("2", "SKU-2", "1")])).await.unwrap();
+    assert_eq!(confirmed(&ok.outcome).len(), 2);
+    let rej = e.place_order(&order(&n, "o-2", &[("1", "SKU-1", "1"), ("2", "SKU-3", "2")])).await.unwrap();
+    rejected(&rej.outcome);
+    assert_eq!(available(&e, &n, "SKU-1").await, q("1"));
+    let h = e.hold(&n.n("ev-h"), &n.n("cart"), &n.n("eu"), &n.n("SKU-1"), q("1"), Some(1)).await.unwrap();
+    assert!(!h.outcome.confirmed, "an already expired hold is rejected");
+    e.hold(&n.n("ev-h2"), &n.n("cart"), &n.n("eu"), &n.n("SKU-1"), q("1"), None).await.unwrap();
+    e.clock().advance(Duration::from_secs(3600));
+    assert_eq!(e.sweep_holds(100).await.unwrap().outcome, 1);
+    // Scripts survive a SCRIPT FLUSH on every node (NOSCRIPT falls back to EVAL).
+    for url in c.urls.split(',') {
+        let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut conn).unwrap();
+    }
+    e.cancel_order(&n.n("ev-c"), &n.n("o-1"), None).await.unwrap();
+    assert_eq!(available(&e, &n, "SKU-1").await, q("7"));
+}

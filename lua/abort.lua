@@ -27,7 +27,7 @@ if st == 'r' and #h > 0 then
   if hexp_ms > now and not redis.call('HGET', holds, cart) then
     apply_alloc(inv, t, alloc_parse(h, 4), 1)
     redis.call('HSET', holds, cart, join({ hq, h[3], alloc_str(alloc_parse(h, 4)) }))
-    redis.call('ZADD', hexp, hexp_ms, cart)
+    redis.call('ZADD', hexp, h[3], cart)
     restored = h[3]
     changed = true
   end

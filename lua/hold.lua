@@ -73,6 +73,6 @@ local list = {}
 take(frees, qty, list)
 apply_alloc(inv, t, list, 1)
 redis.call('HSET', holds, cart, I(qty) .. US .. I(exp) .. US .. alloc_str(list))
-redis.call('ZADD', hexp, exp, cart)
+redis.call('ZADD', hexp, I(exp), cart)
 changed = true
 return finish({ 'ok', I(qty), I(avail), I(exp), '1' })

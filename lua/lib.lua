@@ -144,7 +144,7 @@ end
 -- Releases every hold whose expiry is at or before now. Each hold expires
 -- once, so the work is bounded by what was held. Returns how many.
 local function expire_holds(inv, holds, hexp, t, now)
-  local due = redis.call('ZRANGEBYSCORE', hexp, '-inf', now)
+  local due = redis.call('ZRANGEBYSCORE', hexp, '-inf', I(now))
   for _, cart in ipairs(due) do
     local rec = redis.call('HGET', holds, cart)
     if rec then

@@ -12,7 +12,24 @@
 //!   `lua/`), typed calls and replies, the multi-sku order protocol with
 //!   idempotent compensation, hold expiry and the sweep index. Works on a
 //!   single Redis and on Redis Cluster (every script touches one sku's slot).
+//! - [`wire`]: the wire contract's events: decoding and validating input
+//!   (with the dead-letter code of every failure), building output.
+//! - [`config`]: settings from a TOML file, environment and flags, checked
+//!   once at start-up.
+//! - [`kafka`]: client settings (offsets stored by hand, idempotent
+//!   producer) and topic creation.
+//! - [`publish`]: the producer; a batch's messages are all acknowledged
+//!   before its offsets are stored.
+//! - [`worker`]: `run(cfg, shutdown)`: the consumer loop, batching,
+//!   applying events, coalescing availability, rebalance and shutdown.
+//! - [`tools`]: play example events, tail output topics.
 
+pub mod config;
 pub mod domain;
+pub mod wire;
+pub mod kafka;
+pub mod publish;
 pub mod qty;
 pub mod store;
+pub mod tools;
+pub mod worker;

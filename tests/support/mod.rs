@@ -149,3 +149,6 @@ pub async fn engine(url: &str) -> (Engine, Clock) {
     let e = Engine::connect(url, EngineConfig::default(), clock.clone()).await.expect("engine connects");
     (e, clock)
 }
+pub mod kafka;
+pub mod stack;
+pub mod worker;

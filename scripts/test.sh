@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs every test: unit, engine (real redis-server, single and 3-master
+# cluster), property test against the model, and end-to-end worker tests
+# (real Tansu broker). Installs redis and tansu first when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+# The optional Docker-based harness must keep compiling even where no
+# Docker engine runs.
+cargo check --quiet --tests --features testcontainers
+cargo test --release

@@ -1,0 +1,304 @@
+//! Worker configuration: a TOML file, then environment, then flags (later
+//! wins), checked once at start-up with errors that name the setting.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::store::EngineConfig;
+
+/// Topic names (defaults as in the contract).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topics {
+    pub stock: String,
+    pub carts: String,
+    pub orders: String,
+    pub shipments: String,
+    pub credit_memos: String,
+    pub availability: String,
+    pub reservations: String,
+    pub dead_letter: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            stock: "inventory.stock".into(),
+            carts: "shop.carts".into(),
+            orders: "shop.orders".into(),
+            shipments: "shop.shipments".into(),
+            credit_memos: "shop.credit-memos".into(),
+            availability: "inventory.availability".into(),
+            reservations: "inventory.reservations".into(),
+            dead_letter: "inventory.dead-letter".into(),
+        }
+    }
+}
+
+impl Topics {
+    pub fn inputs(&self) -> [&str; 5] {
+        [&self.stock, &self.carts, &self.orders, &self.shipments, &self.credit_memos]
+    }
+    pub fn all(&self) -> [&str; 8] {
+        [
+            &self.stock,
+            &self.carts,
+            &self.orders,
+            &self.shipments,
+            &self.credit_memos,
+            &self.availability,
+            &self.reservations,
+            &self.dead_letter,
+        ]
+    }
+}
+
+/// The validated configuration of a worker.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub kafka_bootstrap: String,
+    pub redis_url: String,
+    pub group_id: String,
+    /// `source` of every event the worker publishes.
+    pub source: String,
+    pub topics: Topics,
+    pub engine: EngineConfig,
+    /// Most messages applied per batch (per poll of the consumer).
+    pub batch_size: usize,
+    /// Larger message values are dead-lettered as `too_large`.
+    pub max_message_bytes: usize,
+    /// How often expired holds are swept.
+    pub sweep_interval: Duration,
+    /// Raw librdkafka settings for the consumer and producer.
+    pub kafka_options: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// Defaults for the given endpoints (tests and tools).
+    pub fn new(kafka_bootstrap: &str, redis_url: &str, group_id: &str) -> Config {
+        Config {
+            kafka_bootstrap: kafka_bootstrap.into(),
+            redis_url: redis_url.into(),
+            group_id: group_id.into(),
+            source: "reservoir".into(),
+            topics: Topics::default(),
+            engine: EngineConfig::default(),
+            batch_size: 500,
+            max_message_bytes: 1 << 20,
+            sweep_interval: Duration::from_secs(1),
+            kafka_options: BTreeMap::new(),
+        }
+    }
+}
+
+/// Settings as flags and environment variables (all optional here; the
+/// file and defaults fill the rest).
+#[derive(Args, Debug, Default, Clone)]
+pub struct Settings {
+    /// TOML file with any of the settings below (snake_case keys).
+    #[arg(long, env = "RESERVOIR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Kafka bootstrap servers, e.g. 127.0.0.1:9092.
+    #[arg(long, env = "RESERVOIR_KAFKA_BOOTSTRAP")]
+    pub kafka_bootstrap: Option<String>,
+    /// One Redis URL, or a comma-separated Redis Cluster seed list.
+    #[arg(long, env = "RESERVOIR_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Consumer group of the workers.
+    #[arg(long, env = "RESERVOIR_GROUP_ID")]
+    pub group_id: Option<String>,
+    /// `source` of published events.
+    #[arg(long, env = "RESERVOIR_SOURCE")]
+    pub source: Option<String>,
+    #[arg(long, env = "RESERVOIR_TOPIC_STOCK")]
+    pub topic_stock: Option<String>,
+    #[arg(long, env = "RESERVOIR_TOPIC_CARTS")]
+    pub topic_carts: Option<String>,
+    #[arg(long, env = "RESERVOIR_TOPIC_ORDERS")]
+    pub topic_orders: Option<String>,
+    #[arg(long, env = "RESERVOIR_TOPIC_SHIPMENTS")]
+    pub topic_shipments: Option<String>,
+    #[arg(long, env = "RESERVOIR_TOPIC_CREDIT_MEMOS")]
+    pub topic_credit_memos: Option<String>,
+    #[arg(long, env = "RESERVOIR_TOPIC_AVAILABILITY")]
+    pub topic_availability: Option<String>,
+    #[arg(long, env = "RESERVOIR_TOPIC_RESERVATIONS")]
+    pub topic_reservations: Option<String>,
+    #[arg(long, env = "RESERVOIR_TOPIC_DEAD_LETTER")]
+    pub topic_dead_letter: Option<String>,
+    /// Hold time of cart holds without expires_at, in seconds (default 900).
+    #[arg(long, env = "RESERVOIR_HOLD_TIME_SECS")]
+    pub hold_time_secs: Option<u64>,
+    /// How long event ids are remembered, in seconds (default 7 days).
+    #[arg(long, env = "RESERVOIR_IDEMPOTENCY_RETENTION_SECS")]
+    pub idempotency_retention_secs: Option<u64>,
+    /// How long settled orders are remembered, in seconds (default 30 days).
+    #[arg(long, env = "RESERVOIR_ORDER_RETENTION_SECS")]
+    pub order_retention_secs: Option<u64>,
+    /// Most messages per batch (default 500).
+    #[arg(long, env = "RESERVOIR_BATCH_SIZE")]
+    pub batch_size: Option<usize>,
+    /// Largest accepted message value in bytes (default 1048576).
+    #[arg(long, env = "RESERVOIR_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Milliseconds between hold sweeps (default 1000).
+    #[arg(long, env = "RESERVOIR_SWEEP_INTERVAL_MS")]
+    pub sweep_interval_ms: Option<u64>,
+    /// Raw librdkafka setting KEY=VALUE (repeatable; env: comma-separated).
+    #[arg(long = "kafka-option", env = "RESERVOIR_KAFKA_OPTIONS", value_delimiter = ',')]
+    pub kafka_options: Vec<String>,
+}
+
+/// The file form of [`Settings`].
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    kafka_bootstrap: Option<String>,
+    redis_url: Option<String>,
+    group_id: Option<String>,
+    source: Option<String>,
+    topic_stock: Option<String>,
+    topic_carts: Option<String>,
+    topic_orders: Option<String>,
+    topic_shipments: Option<String>,
+    topic_credit_memos: Option<String>,
+    topic_availability: Option<String>,
+    topic_reservations: Option<String>,
+    topic_dead_letter: Option<String>,
+    hold_time_secs: Option<u64>,
+    idempotency_retention_secs: Option<u64>,
+    order_retention_secs: Option<u64>,
+    batch_size: Option<usize>,
+    max_message_bytes: Option<usize>,
+    sweep_interval_ms: Option<u64>,
+    #[serde(default)]
+    kafka_options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("config file {path}: {message}")]
+    File { path: String, message: String },
+}
+
+impl Settings {
+    /// Merges file < env/flags < nothing else, applies defaults, checks.
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
+        let file: FileSettings = match &self.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::File { path: p.display().to_string(), message: e.to_string() })?;
+                toml::from_str(&text).map_err(|e| ConfigError::File { path: p.display().to_string(), message: e.to_string() })?
+            }
+            None => FileSettings::default(),
+        };
+        let need = |v: Option<String>, f: Option<String>, env: &str, flag: &str, example: &str| {
+            v.or(f).filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+                ConfigError::Invalid(format!("{env} is not set: give the {flag} flag, the {env} variable or `{}` in the config file, e.g. {example}", flag.trim_start_matches("--").replace('-', "_")))
+            })
+        };
+        let mut c = Config::new(
+            &need(self.kafka_bootstrap.clone(), file.kafka_bootstrap, "RESERVOIR_KAFKA_BOOTSTRAP", "--kafka-bootstrap", "127.0.0.1:9092")?,
+            &need(self.redis_url.clone(), file.redis_url, "RESERVOIR_REDIS_URL", "--redis-url", "redis://127.0.0.1:6379")?,
+            &self.group_id.clone().or(file.group_id).unwrap_or_else(|| "reservoir".into()),
+        );
+        macro_rules! pick {
+            ($field:ident) => {
+                self.$field.clone().or(file.$field)
+            };
+        }
+        if let Some(s) = pick!(source) {
+            c.source = s;
+        }
+        let t = &mut c.topics;
+        for (slot, v) in [
+            (&mut t.stock, pick!(topic_stock)),
+            (&mut t.carts, pick!(topic_carts)),
+            (&mut t.orders, pick!(topic_orders)),
+            (&mut t.shipments, pick!(topic_shipments)),
+            (&mut t.credit_memos, pick!(topic_credit_memos)),
+            (&mut t.availability, pick!(topic_availability)),
+            (&mut t.reservations, pick!(topic_reservations)),
+            (&mut t.dead_letter, pick!(topic_dead_letter)),
+        ] {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        }
+        let secs = |v: Option<u64>, name: &str, default: Duration| -> Result<Duration, ConfigError> {
+            match v {
+                Some(0) => Err(ConfigError::Invalid(format!("{name} must be > 0 seconds"))),
+                Some(s) => Ok(Duration::from_secs(s)),
+                None => Ok(default),
+            }
+        };
+        c.engine.hold_time = secs(pick!(hold_time_secs), "RESERVOIR_HOLD_TIME_SECS", c.engine.hold_time)?;
+        c.engine.idempotency_retention = secs(pick!(idempotency_retention_secs), "RESERVOIR_IDEMPOTENCY_RETENTION_SECS", c.engine.idempotency_retention)?;
+        c.engine.order_retention = secs(pick!(order_retention_secs), "RESERVOIR_ORDER_RETENTION_SECS", c.engine.order_retention)?;
+        if let Some(b) = pick!(batch_size) {
+            if !(1..=100_000).contains(&b) {
+                return Err(ConfigError::Invalid(format!("RESERVOIR_BATCH_SIZE must be 1..=100000, got {b}")));
+            }
+            c.batch_size = b;
+        }
+        if let Some(b) = pick!(max_message_bytes) {
+            if b < 1024 {
+                return Err(ConfigError::Invalid(format!("RESERVOIR_MAX_MESSAGE_BYTES must be at least 1024, got {b}")));
+            }
+            c.max_message_bytes = b;
+        }
+        if let Some(ms) = pick!(sweep_interval_ms) {
+            if ms == 0 {
+                return Err(ConfigError::Invalid("RESERVOIR_SWEEP_INTERVAL_MS must be > 0".into()));
+            }
+            c.sweep_interval = Duration::from_millis(ms);
+        }
+        c.kafka_options = file.kafka_options;
+        for kv in &self.kafka_options {
+            let (k, v) = kv.split_once('=').ok_or_else(|| {
+                ConfigError::Invalid(format!("--kafka-option / RESERVOIR_KAFKA_OPTIONS entry {kv:?} must be KEY=VALUE, e.g. security.protocol=SSL"))
+            })?;
+            c.kafka_options.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        let names: Vec<&str> = c.topics.all().to_vec();
+        for (i, n) in names.iter().enumerate() {
+            if n.is_empty() || names[..i].contains(n) {
+                return Err(ConfigError::Invalid(format!("topic names must be non-empty and distinct; {n:?} is not")));
+            }
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_endpoints_name_the_setting() {
+        let err = Settings::default().resolve().unwrap_err().to_string();
+        assert!(err.contains("RESERVOIR_KAFKA_BOOTSTRAP"), "{err}");
+        let s = Settings { kafka_bootstrap: Some("k:1".into()), ..Default::default() };
+        assert!(s.resolve().unwrap_err().to_string().contains("RESERVOIR_REDIS_URL"));
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.toml");
+        std::fs::write(&p, "kafka_bootstrap = \"f:1\"\nredis_url = \"redis://f\"\nbatch_size = 7\n[kafka_options]\n\"fetch.min.bytes\" = \"10\"\n").unwrap();
+        let s = Settings { config: Some(p.clone()), batch_size: Some(9), kafka_options: vec!["linger.ms=2".into()], ..Default::default() };
+        let c = s.resolve().unwrap();
+        assert_eq!((c.kafka_bootstrap.as_str(), c.batch_size), ("f:1", 9));
+        assert_eq!(c.kafka_options["fetch.min.bytes"], "10");
+        assert_eq!(c.kafka_options["linger.ms"], "2");
+        std::fs::write(&p, "kafka_bootstrap = \"f:1\"\nbogus = 1\n").unwrap();
+        assert!(s.resolve().unwrap_err().to_string().contains("bogus"));
+        let bad = Settings { kafka_bootstrap: Some("k".into()), redis_url: Some("r".into()), hold_time_secs: Some(0), ..Default::default() };
+        assert!(bad.resolve().unwrap_err().to_string().contains("RESERVOIR_HOLD_TIME_SECS"));
+    }
+}

@@ -1,0 +1,100 @@
+//! Kafka client settings and topic administration.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::Config;
+
+/// Settings shared by the consumer, producer and admin client, with the
+/// raw pass-through applied last so users can override anything.
+pub fn client_config(cfg: &Config, extra: &[(&str, &str)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka_bootstrap);
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    for (k, v) in &cfg.kafka_options {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Consumer: offsets are stored by the worker only after the effect and its
+/// messages are durable, and committed by the auto-commit timer, on revoke
+/// and on shutdown.
+pub fn consumer_config(cfg: &Config) -> ClientConfig {
+    client_config(
+        cfg,
+        &[
+            ("group.id", &cfg.group_id),
+            ("enable.auto.commit", "true"),
+            ("auto.commit.interval.ms", "1000"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("session.timeout.ms", "10000"),
+            ("heartbeat.interval.ms", "1000"),
+            ("max.poll.interval.ms", "300000"),
+            ("enable.partition.eof", "false"),
+        ],
+    )
+}
+
+/// Producer: idempotent, acks from all in-sync replicas.
+pub fn producer_config(cfg: &Config) -> ClientConfig {
+    client_config(
+        cfg,
+        &[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "2"),
+            ("message.timeout.ms", "30000"),
+            ("compression.type", "lz4"),
+        ],
+    )
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopicsError {
+    #[error("cannot reach Kafka at {bootstrap}: {message}")]
+    Client { bootstrap: String, message: String },
+    #[error("creating topic {topic}: {message}")]
+    Create { topic: String, message: String },
+}
+
+/// Creates the contract's topics (availability compacted). Topics that
+/// already exist are left as they are.
+pub async fn create_topics(cfg: &Config, partitions: i32, replication: i32) -> Result<Vec<String>, TopicsError> {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(cfg, &[]).create().map_err(|e| TopicsError::Client { bootstrap: cfg.kafka_bootstrap.clone(), message: e.to_string() })?;
+    let t = &cfg.topics;
+    let new: Vec<NewTopic> = t
+        .all()
+        .iter()
+        .map(|name| {
+            let nt = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
+            if *name == t.availability {
+                nt.set("cleanup.policy", "compact")
+            } else {
+                nt.set("cleanup.policy", "delete")
+            }
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(&new, &opts)
+        .await
+        .map_err(|e| TopicsError::Client { bootstrap: cfg.kafka_bootstrap.clone(), message: e.to_string() })?;
+    let mut created = Vec::new();
+    for r in results {
+        match r {
+            Ok(name) => created.push(name),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(TopicsError::Create { topic, message: code.to_string() }),
+        }
+    }
+    Ok(created)
+}

@@ -1,0 +1,129 @@
+//! `reservoir`: parse the command line, start telemetry, call the library.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "reservoir", version, about = "Inventory reservation worker: Kafka events in, atomic Redis Lua scripts, availability out")]
+struct Cli {
+    /// Log format: text or json.
+    #[arg(long, global = true, default_value = "text", env = "RESERVOIR_LOG_FORMAT")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume the input topics, apply them to stock, publish availability and results.
+    ///
+    /// Example: RESERVOIR_KAFKA_BOOTSTRAP=127.0.0.1:9092 RESERVOIR_REDIS_URL=redis://127.0.0.1:6379 reservoir run
+    Run {
+        #[command(flatten)]
+        settings: reservoir::config::Settings,
+    },
+    /// Produce example events (`{"key", "value"}` files under DIR/<topic>/) to the input topics, in file-name order.
+    ///
+    /// Example: reservoir play topics/examples --kafka-bootstrap 127.0.0.1:9092
+    Play {
+        /// Folder with one sub-folder per input topic.
+        #[arg(default_value = "topics/examples")]
+        dir: std::path::PathBuf,
+        #[command(flatten)]
+        settings: reservoir::config::Settings,
+    },
+    /// Print the messages of output topics (default: availability) as JSON lines, from the beginning, until ctrl-c.
+    ///
+    /// Example: reservoir tail --kafka-bootstrap 127.0.0.1:9092 --topic inventory.reservations
+    Tail {
+        /// Topic to read (repeatable); default: the availability topic.
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+        #[command(flatten)]
+        settings: reservoir::config::Settings,
+    },
+    /// Manage the contract's topics.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsCommand {
+    /// Create every topic of the contract (availability compacted); existing ones are kept.
+    ///
+    /// Example: reservoir topics create --partitions 6 --kafka-bootstrap 127.0.0.1:9092 --redis-url redis://unused
+    Create {
+        /// Partitions per topic.
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+        /// Replication factor.
+        #[arg(long, default_value_t = 1)]
+        replication: i32,
+        #[command(flatten)]
+        settings: reservoir::config::Settings,
+    },
+}
+
+fn init_logs(format: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        "json" => builder.json().init(),
+        "text" => builder.init(),
+        other => anyhow::bail!("--log-format must be text or json, got {other:?}"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logs(&cli.log_format)?;
+    match cli.command {
+        Command::Run { settings } => {
+            let cfg = settings.resolve()?;
+            reservoir::worker::run(cfg, shutdown_signal()).await.context("the worker stopped with an error")?;
+        }
+        Command::Play { dir, mut settings } => {
+            settings.redis_url.get_or_insert_with(|| "redis://unused".into());
+            let cfg = settings.resolve()?;
+            let n = reservoir::tools::play(&cfg, &dir).await?;
+            eprintln!("played {n} event(s) from {}", dir.display());
+        }
+        Command::Tail { topics, mut settings } => {
+            settings.redis_url.get_or_insert_with(|| "redis://unused".into());
+            let cfg = settings.resolve()?;
+            let topics = if topics.is_empty() { vec![cfg.topics.availability.clone()] } else { topics };
+            let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+            reservoir::tools::tail(&cfg, &refs, shutdown_signal()).await?;
+        }
+        Command::Topics { command: TopicsCommand::Create { partitions, replication, mut settings } } => {
+            // Creating topics needs no Redis.
+            settings.redis_url.get_or_insert_with(|| "redis://unused".into());
+            let cfg = settings.resolve()?;
+            let created = reservoir::kafka::create_topics(&cfg, partitions, replication).await?;
+            for t in cfg.topics.all() {
+                let state = if created.iter().any(|c| c == t) { "created" } else { "exists" };
+                println!("{t}\t{state}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! Applying one decoded event through the engine, and the messages it
+//! causes: results, dead letters and availability updates.
+
+use rdkafka::message::{Message, OwnedMessage};
+use tokio::sync::watch;
+
+use super::batch::with_redis;
+use super::WorkerError;
+use crate::config::Config;
+use crate::domain::{AvailabilityUpdate, LineOutcome};
+use crate::publish::Out;
+use crate::store::{Effect, Engine};
+use crate::wire::{output, Body, InputEvent};
+
+/// `caused_by` of availability published by the hold sweep.
+pub const HOLD_EXPIRY_CAUSE: &str = "reservoir.hold-expiry";
+
+/// What one event did.
+pub struct Applied {
+    /// Results for `inventory.reservations`.
+    pub outs: Vec<Out>,
+    /// Availability after the event (published if changed).
+    pub updates: Vec<AvailabilityUpdate>,
+    /// Dead-letter code and message when (part of) the event was refused.
+    pub dead: Option<(&'static str, String)>,
+}
+
+impl Applied {
+    fn from<T>(e: Effect<T>) -> (T, Applied) {
+        (e.outcome, Applied { outs: Vec::new(), updates: e.updates, dead: None })
+    }
+}
+
+fn result_out(cfg: &Config, key: &str, (ty, data): (&str, serde_json::Value)) -> Out {
+    Out { topic: cfg.topics.reservations.clone(), key: key.as_bytes().to_vec(), payload: output::envelope(&cfg.source, ty, data), headers: Vec::new() }
+}
+
+pub fn availability_out(cfg: &Config, u: &AvailabilityUpdate, caused_by: &str) -> Out {
+    Out {
+        topic: cfg.topics.availability.clone(),
+        key: format!("{}/{}", u.channel, u.sku).into_bytes(),
+        payload: output::envelope(&cfg.source, "inventory.availability.changed", output::availability(u, caused_by)),
+        headers: Vec::new(),
+    }
+}
+
+/// Values larger than this are dead-lettered without their value (header
+/// `dlq.value_bytes` says how large it was): Kafka's default message limit
+/// would refuse them, and the partition must not stall on it.
+const DLQ_MAX_VALUE: usize = 900 * 1024;
+
+/// The original key and value with the `dlq.*` headers.
+pub fn dead_letter(cfg: &Config, m: &OwnedMessage, code: &str, message: &str, event_id: Option<&str>) -> Out {
+    let mut headers = vec![
+        ("dlq.code".to_string(), code.as_bytes().to_vec()),
+        ("dlq.message".to_string(), message.as_bytes().to_vec()),
+        ("dlq.topic".to_string(), m.topic().as_bytes().to_vec()),
+        ("dlq.partition".to_string(), m.partition().to_string().into_bytes()),
+        ("dlq.offset".to_string(), m.offset().to_string().into_bytes()),
+    ];
+    if let Some(id) = event_id {
+        headers.push(("dlq.event_id".to_string(), id.as_bytes().to_vec()));
+    }
+    let mut payload = m.payload().unwrap_or_default().to_vec();
+    if payload.len() > DLQ_MAX_VALUE {
+        headers.push(("dlq.value_bytes".to_string(), payload.len().to_string().into_bytes()));
+        payload.clear();
+    }
+    Out { topic: cfg.topics.dead_letter.clone(), key: m.key().unwrap_or_default().to_vec(), payload, headers }
+}
+
+fn refused(lines: &[LineOutcome]) -> Option<(&'static str, String)> {
+    let msgs: Vec<(&'static str, &str)> = lines
+        .iter()
+        .filter_map(|l| match l {
+            LineOutcome::Refused { code, message } => Some((*code, message.as_str())),
+            _ => None,
+        })
+        .collect();
+    let code = msgs.first()?.0;
+    Some((code, msgs.iter().map(|(_, m)| *m).collect::<Vec<_>>().join("; ")))
+}
+
+/// Applies one event, retrying while Redis is unavailable. An error the
+/// engine says retrying cannot fix dead-letters the event (`invalid_data`).
+pub async fn apply(engine: &Engine, cfg: &Config, ev: &InputEvent, stop: &watch::Receiver<bool>) -> Result<Applied, WorkerError> {
+    match apply_once(engine, cfg, ev, stop).await {
+        Err(WorkerError::Store(e)) if !e.is_retryable() => Ok(Applied {
+            outs: Vec::new(),
+            updates: Vec::new(),
+            dead: Some(("invalid_data", format!("the event could not be applied: {e}"))),
+        }),
+        other => other,
+    }
+}
+
+async fn apply_once(engine: &Engine, cfg: &Config, ev: &InputEvent, stop: &watch::Receiver<bool>) -> Result<Applied, WorkerError> {
+    let id = ev.id.as_str();
+    let what = ev.kind;
+    Ok(match &ev.body {
+        Body::ChannelConfigured { channel, locations } => Applied::from(with_redis(what, stop, || engine.configure_channel(id, channel, locations)).await?).1,
+        Body::ItemConfigured { sku, config } => Applied::from(with_redis(what, stop, || engine.configure_item(id, sku, config)).await?).1,
+        Body::LevelSet { sku, location, on_hand, in_stock } => {
+            Applied::from(with_redis(what, stop, || engine.set_level(id, sku, location, *on_hand, *in_stock)).await?).1
+        }
+        Body::LevelAdjusted { sku, location, delta } => {
+            let (r, mut a) = Applied::from(with_redis(what, stop, || engine.adjust_level(id, sku, location, *delta)).await?);
+            a.dead = r.err().map(|r| (r.code, r.message));
+            a
+        }
+        Body::LineHeld { cart_id, channel, sku, quantity, expires_at_ms } => {
+            let (h, mut a) = Applied::from(with_redis(what, stop, || engine.hold(id, cart_id, channel, sku, *quantity, *expires_at_ms)).await?);
+            a.outs.push(result_out(cfg, cart_id, output::hold(&h, cart_id, channel, sku, id)));
+            a
+        }
+        Body::CartReleased { cart_id, skus } => Applied::from(with_redis(what, stop, || engine.release_cart(id, cart_id, skus.as_deref())).await?).1,
+        Body::OrderPlaced(o) => {
+            let (outcome, mut a) = Applied::from(with_redis(what, stop, || engine.place_order(o)).await?);
+            a.outs.push(result_out(cfg, &o.order_id, output::reservation(&outcome, &o.order_id, &o.channel, id)));
+            a
+        }
+        Body::OrderCanceled { order_id, lines } => Applied::from(with_redis(what, stop, || engine.cancel_order(id, order_id, lines.as_deref())).await?).1,
+        Body::ShipmentCreated(s) => {
+            let (lines, mut a) = Applied::from(with_redis(what, stop, || engine.ship(s)).await?);
+            a.dead = refused(&lines);
+            a
+        }
+        Body::CreditMemoCreated(c) => {
+            let (lines, mut a) = Applied::from(with_redis(what, stop, || engine.credit(c)).await?);
+            a.dead = refused(&lines);
+            a
+        }
+    })
+}
+

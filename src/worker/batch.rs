@@ -1,0 +1,182 @@
+//! One batch: decode every message, apply the valid ones (concurrently
+//! across message keys, in order within a key), coalesce availability per
+//! (channel, sku), publish everything, and return the offsets to store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use super::apply::{self, Applied};
+use super::WorkerError;
+use crate::config::Config;
+use crate::domain::AvailabilityUpdate;
+use crate::wire::{self as events, TopicKind};
+use crate::publish::{Out, PublishError, Publisher};
+use crate::store::{Engine, StoreError};
+
+/// Counts of one batch, for logs and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    pub messages: usize,
+    pub applied: usize,
+    pub dead_lettered: usize,
+    pub published: usize,
+}
+
+pub struct Processor {
+    cfg: Config,
+    engine: Engine,
+    publisher: Arc<Publisher>,
+}
+
+/// The latest availability per (channel, sku) in a batch, published if any
+/// change in the batch moved it (or a repeat asked to publish again).
+#[derive(Default)]
+pub(super) struct Coalesced(BTreeMap<(String, String), (AvailabilityUpdate, String, bool)>);
+
+impl Coalesced {
+    pub(super) fn add(&mut self, ups: Vec<AvailabilityUpdate>, caused_by: &str) {
+        for u in ups {
+            let key = (u.channel.clone(), u.sku.clone());
+            match self.0.get_mut(&key) {
+                Some(cur) => {
+                    let changed = cur.2 || u.changed;
+                    if u.version >= cur.0.version {
+                        *cur = (u, caused_by.to_string(), changed);
+                    } else {
+                        cur.2 = changed;
+                    }
+                }
+                None => {
+                    let changed = u.changed;
+                    self.0.insert(key, (u, caused_by.to_string(), changed));
+                }
+            }
+        }
+    }
+
+    pub(super) fn into_outs(self, cfg: &Config) -> Vec<Out> {
+        self.0
+            .into_values()
+            .filter(|(_, _, changed)| *changed)
+            .map(|(u, caused_by, _)| apply::availability_out(cfg, &u, &caused_by))
+            .collect()
+    }
+}
+
+fn kind_of(cfg: &Config, topic: &str) -> Option<TopicKind> {
+    let t = &cfg.topics;
+    Some(match topic {
+        x if x == t.stock => TopicKind::Stock,
+        x if x == t.carts => TopicKind::Carts,
+        x if x == t.orders => TopicKind::Orders,
+        x if x == t.shipments => TopicKind::Shipments,
+        x if x == t.credit_memos => TopicKind::CreditMemos,
+        _ => return None,
+    })
+}
+
+/// Retries a store call while Redis is unavailable, saying so in the log;
+/// gives up only when the worker is stopping.
+pub(super) async fn with_redis<T, F, Fut>(what: &str, stop: &watch::Receiver<bool>, f: F) -> Result<T, WorkerError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let r = f
+        .retry(ExponentialBuilder::default().with_min_delay(Duration::from_millis(50)).with_max_delay(Duration::from_secs(5)).without_max_times())
+        .when(|e: &StoreError| e.is_retryable() && !*stop.borrow())
+        .notify(|e, wait| tracing::warn!(error = %e, retry_in = ?wait, "waiting for Redis to apply {what}"))
+        .await;
+    match r {
+        Err(e) if e.is_retryable() => Err(WorkerError::Publish(PublishError::Shutdown)),
+        other => other.map_err(WorkerError::Store),
+    }
+}
+
+impl Processor {
+    pub fn new(cfg: Config, engine: Engine, publisher: Arc<Publisher>) -> Processor {
+        Processor { cfg, engine, publisher }
+    }
+
+    pub async fn process(&self, msgs: &[OwnedMessage], stop: &watch::Receiver<bool>) -> Result<TopicPartitionList, WorkerError> {
+        let mut outs = Vec::new();
+        let mut stats = BatchStats { messages: msgs.len(), ..Default::default() };
+        // Valid events grouped by (topic, partition, key), in offset order.
+        let mut groups: Vec<Vec<(&OwnedMessage, events::InputEvent)>> = Vec::new();
+        let mut group_of: HashMap<(&str, i32, &[u8]), usize> = HashMap::new();
+        for m in msgs {
+            let Some(kind) = kind_of(&self.cfg, m.topic()) else { continue };
+            match events::decode(kind, m.payload().unwrap_or_default(), self.cfg.max_message_bytes) {
+                Ok(ev) => {
+                    let k = (m.topic(), m.partition(), m.key().unwrap_or_default());
+                    let i = *group_of.entry(k).or_insert_with(|| {
+                        groups.push(Vec::new());
+                        groups.len() - 1
+                    });
+                    groups[i].push((m, ev));
+                }
+                Err(e) => {
+                    tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), code = e.code(), "dead letter: {e}");
+                    stats.dead_lettered += 1;
+                    outs.push(apply::dead_letter(&self.cfg, m, e.code(), &e.to_string(), e.event_id()));
+                }
+            }
+        }
+        let results = futures::future::join_all(groups.iter().map(|g| async move {
+            let mut done: Vec<(&OwnedMessage, &events::InputEvent, Applied)> = Vec::new();
+            for (m, ev) in g {
+                let a = apply::apply(&self.engine, &self.cfg, ev, stop).await?;
+                done.push((m, ev, a));
+            }
+            Ok::<_, WorkerError>(done)
+        }))
+        .await;
+        let mut coalesced = Coalesced::default();
+        for r in results {
+            for (m, ev, a) in r? {
+                stats.applied += 1;
+                outs.extend(a.outs);
+                if let Some((code, message)) = a.dead {
+                    tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), code, "dead letter: {message}");
+                    stats.dead_lettered += 1;
+                    outs.push(apply::dead_letter(&self.cfg, m, code, &message, Some(&ev.id)));
+                }
+                coalesced.add(a.updates, &ev.id);
+            }
+        }
+        outs.extend(coalesced.into_outs(&self.cfg));
+        stats.published = outs.len();
+        self.publisher.send_all(&outs, stop).await?;
+        tracing::debug!(?stats, "batch applied");
+
+        let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        for m in msgs {
+            let e = next.entry((m.topic(), m.partition())).or_insert(0);
+            *e = (*e).max(m.offset() + 1);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in next {
+            tpl.add_partition_offset(t, p, Offset::Offset(o)).expect("valid offset");
+        }
+        Ok(tpl)
+    }
+
+    /// Releases due holds and publishes their availability.
+    pub async fn sweep(&self, stop: &watch::Receiver<bool>) -> Result<usize, WorkerError> {
+        let eff = with_redis("the hold sweep", stop, || self.engine.sweep_holds(1000)).await?;
+        if eff.outcome > 0 {
+            let mut c = Coalesced::default();
+            c.add(eff.updates, apply::HOLD_EXPIRY_CAUSE);
+            let outs = c.into_outs(&self.cfg);
+            self.publisher.send_all(&outs, stop).await?;
+            tracing::info!(released = eff.outcome, published = outs.len(), "expired holds released");
+        }
+        Ok(eff.outcome)
+    }
+}

@@ -1,0 +1,106 @@
+//! Running the worker in-process (library `run` with a shutdown future) or
+//! as a child process (for kill -9 and SIGTERM), and building events.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reservoir::config::Config;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A worker running in this process.
+pub struct InProcess {
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), reservoir::worker::WorkerError>>>,
+}
+
+impl InProcess {
+    pub fn start(cfg: Config) -> InProcess {
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(reservoir::worker::run(cfg, async move {
+            let _ = rx.await;
+        }));
+        InProcess { stop: Some(tx), handle: Some(handle) }
+    }
+
+    /// Asks it to stop and waits (bounded) for a clean exit.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let h = self.handle.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(30), h).await.expect("worker stops within 30 s").expect("worker task").expect("worker ran without error");
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(h) = &self.handle {
+            h.abort();
+        }
+    }
+}
+
+/// The `reservoir run` binary as a child process.
+pub struct Process {
+    pub child: Child,
+}
+
+impl Process {
+    pub fn start(cfg: &Config) -> Process {
+        let t = &cfg.topics;
+        let child = Command::new(env!("CARGO_BIN_EXE_reservoir"))
+            .arg("run")
+            .env("RESERVOIR_KAFKA_BOOTSTRAP", &cfg.kafka_bootstrap)
+            .env("RESERVOIR_REDIS_URL", &cfg.redis_url)
+            .env("RESERVOIR_GROUP_ID", &cfg.group_id)
+            .env("RESERVOIR_TOPIC_STOCK", &t.stock)
+            .env("RESERVOIR_TOPIC_CARTS", &t.carts)
+            .env("RESERVOIR_TOPIC_ORDERS", &t.orders)
+            .env("RESERVOIR_TOPIC_SHIPMENTS", &t.shipments)
+            .env("RESERVOIR_TOPIC_CREDIT_MEMOS", &t.credit_memos)
+            .env("RESERVOIR_TOPIC_AVAILABILITY", &t.availability)
+            .env("RESERVOIR_TOPIC_RESERVATIONS", &t.reservations)
+            .env("RESERVOIR_TOPIC_DEAD_LETTER", &t.dead_letter)
+            .env("RESERVOIR_SWEEP_INTERVAL_MS", "200")
+            .env("RUST_LOG", "warn,reservoir=info")
+            .stdout(Stdio::null())
+            .stderr(if std::env::var("WORKER_LOGS").is_ok() { Stdio::inherit() } else { Stdio::null() })
+            .spawn()
+            .expect("reservoir binary");
+        Process { child }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then the exit status (bounded wait).
+    pub fn term(&mut self, within: Duration) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(start.elapsed() < within, "worker did not exit within {within:?} of SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A CloudEvents envelope as bytes.
+pub fn event(id: &str, ty: &str, data: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "specversion": "1.0", "id": id, "source": "test", "type": ty,
+        "time": "2026-11-22T10:00:00Z", "data": data,
+    }))
+    .unwrap()
+}

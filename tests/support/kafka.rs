@@ -38,7 +38,8 @@ impl Broker {
             return Broker { bootstrap: b, port: 0, child: None, storage: String::new(), dir: None };
         }
         let dir = tempfile::tempdir().unwrap();
-        let storage = format!("sqlite://{}/tansu.db", dir.path().display());
+        // Tansu reads the sqlite path relative to its working directory.
+        let storage = "sqlite://tansu.db".to_string();
         Broker::start_with(storage, Some(dir))
     }
 
@@ -51,7 +52,11 @@ impl Broker {
 
     fn spawn(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new("tansu")
+        let mut cmd = Command::new("tansu");
+        if let Some(d) = &self.dir {
+            cmd.current_dir(d.path());
+        }
+        let child = cmd
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", &self.storage])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -58,6 +58,38 @@ impl RedisServer {
         RedisServer { url, port, child: Some(child), dir: Some(dir) }
     }
 
+    /// A local server with AOF (`appendfsync always`), restartable with its data.
+    pub fn start_durable() -> RedisServer {
+        if let Ok(url) = std::env::var("REDIS_URL") {
+            return RedisServer { url, port: 0, child: None, dir: None };
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut r = RedisServer { url: format!("redis://127.0.0.1:{port}"), port, child: None, dir: Some(dir) };
+        r.spawn_durable();
+        r
+    }
+
+    fn spawn_durable(&mut self) {
+        let dir = self.dir.as_ref().expect("local server").path().to_path_buf();
+        self.child = Some(spawn_redis(self.port, &dir, &["--appendonly", "yes", "--appendfsync", "always"]));
+        let url = self.url.clone();
+        wait_until("redis-server to answer PING", Duration::from_secs(10), || ping(&url));
+    }
+
+    /// Stops a durable local server (SIGTERM: it finishes writing its AOF).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts a stopped durable server again on the same port and data.
+    pub fn start_again(&mut self) {
+        self.spawn_durable();
+    }
+
     pub fn is_local(&self) -> bool {
         self.child.is_some()
     }

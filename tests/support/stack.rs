@@ -21,8 +21,9 @@ impl Stack {
         Stack::start_with(false).await
     }
 
-    /// `durable_broker`: Tansu with sqlite storage (survives restarts).
-    pub async fn start_with(durable_broker: bool) -> Stack {
+    /// `durable`: Tansu with sqlite storage and Redis with AOF, both
+    /// restartable with their data.
+    pub async fn start_with(durable: bool) -> Stack {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
             .with_test_writer()
@@ -33,8 +34,8 @@ impl Stack {
                 return Stack { redis_url: c.redis_url.clone(), bootstrap: c.bootstrap.clone(), redis: None, broker: None, _containers: Some(c) };
             }
         }
-        let redis = RedisServer::start();
-        let broker = if durable_broker { Broker::start_durable() } else { Broker::start() };
+        let redis = if durable { RedisServer::start_durable() } else { RedisServer::start() };
+        let broker = if durable { Broker::start_durable() } else { Broker::start() };
         Stack {
             redis_url: redis.url.clone(),
             bootstrap: broker.bootstrap.clone(),

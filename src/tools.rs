@@ -67,7 +67,9 @@ fn topic_for(cfg: &Config, dir: &str) -> Option<String> {
 
 /// Produces the input examples of `dir` in play order; returns how many.
 pub async fn play(cfg: &Config, dir: &Path) -> Result<usize, ToolError> {
-    let producer: FutureProducer = crate::kafka::producer_config(cfg).create()?;
+    // One record per batch, so a consumer group resuming inside the
+    // examples never lands mid-batch (Tansu 0.6.0 would skip the rest).
+    let producer: FutureProducer = crate::kafka::producer_config(cfg).set("batch.num.messages", "1").create()?;
     let mut n = 0;
     for ex in load_examples(dir)? {
         let Some(topic) = topic_for(cfg, &ex.topic_dir) else { continue };

@@ -14,8 +14,8 @@
 //! `PROPTEST_CASES=n` overrides the number of cases (default 2000). A
 //! divergence fails the test with the shrunk sequence of calls.
 //!
-//! Generator restrictions, each added because of an engine bug and to be
-//! removed once it is fixed (set the variable to 0 to reproduce):
+//! Generator restrictions, once added because of engine bugs that are now
+//! fixed; off by default, `=1` turns one on again:
 //! - RESTRICT_DUP_RELEASE_ALL: a `cart.released` without skus is never
 //!   delivered twice. The engine resolves "every sku it held" again on the
 //!   repeat and releases holds the cart took after the first delivery
@@ -624,7 +624,7 @@ struct Restrictions {
 
 impl Restrictions {
     fn from_env() -> Restrictions {
-        let on = |v: &str| std::env::var(v).map_or(true, |x| x != "0");
+        let on = |v: &str| std::env::var(v).is_ok_and(|x| x == "1");
         Restrictions {
             no_dup_release_all: on("RESTRICT_DUP_RELEASE_ALL"),
             no_repeated_sku_in_release: on("RESTRICT_REPEATED_SKU_IN_RELEASE"),

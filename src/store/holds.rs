@@ -93,10 +93,12 @@ impl Engine {
         check_id("event id", event_id)?;
         check_id("cart_id", cart_id)?;
         let mut conn = self.conn.clone();
-        let skus: Vec<String> = match skus {
+        let mut skus: Vec<String> = match skus {
             Some(s) => s.to_vec(),
-            None => redis::cmd("SMEMBERS").arg(keys::cart(cart_id)).query_async(&mut conn).await?,
+            None => self.cart_skus_once(event_id, cart_id).await?,
         };
+        let mut seen = std::collections::HashSet::new();
+        skus.retain(|s| seen.insert(s.clone()));
         let mut changes = Changes::default();
         let mut released = Qty::ZERO;
         for sku in &skus {
@@ -115,6 +117,26 @@ impl Engine {
             redis::cmd("SREM").arg(keys::cart(cart_id)).arg(&skus).query_async::<()>(&mut conn).await?;
         }
         self.effect(released, changes).await
+    }
+
+    /// The skus a whole-cart release covers, fixed at its first delivery so
+    /// a repeat cannot release holds taken after it.
+    async fn cart_skus_once(&self, event_id: &str, cart_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        let record = format!("{}:e:{event_id}", keys::cart(cart_id));
+        if let Some(json) = redis::cmd("GET").arg(&record).query_async::<Option<String>>(&mut conn).await? {
+            return serde_json::from_str(&json).map_err(|e| StoreError::Reply(format!("cart release record {record:?}: {e}")));
+        }
+        let skus: Vec<String> = redis::cmd("SMEMBERS").arg(keys::cart(cart_id)).query_async(&mut conn).await?;
+        redis::cmd("SET")
+            .arg(&record)
+            .arg(serde_json::to_string(&skus).expect("strings serialize"))
+            .arg("NX")
+            .arg("PX")
+            .arg(self.idem_ttl())
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(skus)
     }
 
     pub(super) async fn index_hold(&self, sku: &str, expires_ms: i64) -> Result<(), StoreError> {

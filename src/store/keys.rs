@@ -57,7 +57,7 @@ pub fn location_skus(location: &str) -> String {
 
 /// Skus a cart holds, for `cart.released` without a sku list.
 pub fn cart(cart_id: &str) -> String {
-    format!("rv:cart:{cart_id}")
+    format!("rv:cart:{{{}}}", tag(cart_id))
 }
 
 /// Shards of the hold-expiry index: one zset, generation hash and counter

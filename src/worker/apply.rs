@@ -95,7 +95,10 @@ pub async fn apply(engine: &Engine, cfg: &Config, ev: &InputEvent, stop: &watch:
 }
 
 async fn apply_once(engine: &Engine, cfg: &Config, ev: &InputEvent, stop: &watch::Receiver<bool>) -> Result<Applied, WorkerError> {
-    let id = ev.id.as_str();
+    // Ids are unique per producer: the engine remembers (source, id).
+    let idem = format!("{}:{}:{}", ev.source.len(), ev.source, ev.id);
+    let id = idem.as_str();
+    let caused_by = ev.id.as_str();
     let what = ev.kind;
     Ok(match &ev.body {
         Body::ChannelConfigured { channel, locations } => Applied::from(with_redis(what, stop, || engine.configure_channel(id, channel, locations)).await?).1,
@@ -110,13 +113,13 @@ async fn apply_once(engine: &Engine, cfg: &Config, ev: &InputEvent, stop: &watch
         }
         Body::LineHeld { cart_id, channel, sku, quantity, expires_at_ms } => {
             let (h, mut a) = Applied::from(with_redis(what, stop, || engine.hold(id, cart_id, channel, sku, *quantity, *expires_at_ms)).await?);
-            a.outs.push(result_out(cfg, cart_id, output::hold(&h, cart_id, channel, sku, id)));
+            a.outs.push(result_out(cfg, cart_id, output::hold(&h, cart_id, channel, sku, caused_by)));
             a
         }
         Body::CartReleased { cart_id, skus } => Applied::from(with_redis(what, stop, || engine.release_cart(id, cart_id, skus.as_deref())).await?).1,
         Body::OrderPlaced(o) => {
             let (outcome, mut a) = Applied::from(with_redis(what, stop, || engine.place_order(o)).await?);
-            a.outs.push(result_out(cfg, &o.order_id, output::reservation(&outcome, &o.order_id, &o.channel, id)));
+            a.outs.push(result_out(cfg, &o.order_id, output::reservation(&outcome, &o.order_id, &o.channel, caused_by)));
             a
         }
         Body::OrderCanceled { order_id, lines } => Applied::from(with_redis(what, stop, || engine.cancel_order(id, order_id, lines.as_deref())).await?).1,

@@ -212,3 +212,29 @@ async fn duplicates_new_event_ids_and_replays_change_nothing() {
         assert_eq!(after[f], before[f], "{f} after a replay");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_holds_are_swept_and_published() {
+    let stack = Stack::start().await;
+    let mut cfg = config(stack.broker.as_ref().unwrap(), &stack.redis_url, 1).await;
+    cfg.engine.hold_time = Duration::from_secs(2);
+    let t = cfg.topics.clone();
+    let worker = InProcess::start(cfg.clone());
+    let p = producer(&stack.bootstrap);
+    let u = uid();
+    let (ch, sku) = (format!("ch-{u}"), format!("SKU-{u}"));
+    let key = format!("{ch}/{sku}");
+    send(&p, &t.stock, &ch, &event("x1", "inventory.channel.configured", json!({"channel": ch, "locations": ["l1"]}))).await;
+    send(&p, &t.stock, &sku, &event("x2", "inventory.level.set", json!({"sku": sku, "location": "l1", "on_hand": 3}))).await;
+    let mut avail = Reader::new(&stack.bootstrap, &t.availability);
+    avail.until(T, "stock", |s| latest(s).get(&key).is_some_and(|v| v["available"] == json!(3))).await;
+    send(&p, &t.carts, "c1", &event("x3", "cart.line.held", json!({"cart_id": "c1", "channel": ch, "sku": sku, "quantity": 2}))).await;
+    avail.until(T, "held", |s| latest(s)[&key]["available"] == json!(1)).await;
+    let held_at = std::time::Instant::now();
+    // Nothing touches the sku again: only the sweep can publish the release.
+    avail.until(T, "the expired hold released by the sweep", |s| latest(s)[&key]["available"] == json!(3)).await;
+    let took = held_at.elapsed();
+    assert!(took >= Duration::from_millis(1500), "released after {took:?}, before the hold time");
+    assert_eq!(latest(&avail.seen)[&key]["caused_by"], "reservoir.hold-expiry");
+    worker.stop().await;
+}

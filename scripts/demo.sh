@@ -30,8 +30,9 @@ if ! listening "$REDIS_PORT"; then
   pids+=($!)
 fi
 if ! listening "$KAFKA_PORT"; then
-  tansu broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-    --storage-engine "sqlite://$WORK/tansu.db" >"$WORK/tansu.log" 2>&1 &
+  # Tansu reads a sqlite path relative to its working directory.
+  (cd "$WORK" && exec tansu broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --storage-engine "sqlite://tansu.db" >"$WORK/tansu.log" 2>&1) &
   pids+=($!)
 fi
 wait_port "$REDIS_PORT"; wait_port "$KAFKA_PORT"

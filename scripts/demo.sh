@@ -19,7 +19,13 @@ cargo build --release --quiet
 BIN="$PWD/target/release/reservoir"
 
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+# Stop in reverse start order: the worker commits while the servers still run.
+cleanup() {
+  for ((i=${#pids[@]}-1; i>=0; i--)); do
+    kill "${pids[$i]}" 2>/dev/null || true
+    wait "${pids[$i]}" 2>/dev/null || true
+  done
+}
 trap cleanup EXIT INT TERM
 
 listening() { (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -46,14 +52,14 @@ pids+=($!)
 echo "worker started (log: $WORK/worker.log); playing topics/examples"
 "$BIN" tail --topic inventory.availability --topic inventory.reservations --topic inventory.dead-letter >"$WORK/seen.jsonl" &
 pids+=($!)
-"$BIN" play topics/examples
+"$BIN" play topics/examples --delay-ms 500
 echo "--- what subscribers see (availability, reservations, dead letters):"
 tail -n +1 -f "$WORK/seen.jsonl" &
 pids+=($!)
 if [ "$ONCE" = "--once" ]; then
   # Until the examples' results have arrived, at most 60 s.
   for _ in $(seq 1 600); do
-    grep -q 'inventory.reservation' "$WORK/seen.jsonl" 2>/dev/null && sleep 3 && break
+    grep -q '"caused_by":"ex-14"' "$WORK/seen.jsonl" 2>/dev/null && sleep 1 && break
     sleep 0.1
   done
   exit 0

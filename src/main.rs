@@ -29,6 +29,9 @@ enum Command {
         /// Folder with one sub-folder per input topic.
         #[arg(default_value = "topics/examples")]
         dir: std::path::PathBuf,
+        /// Milliseconds to wait after each event, so a story spanning topics plays in order.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
         #[command(flatten)]
         settings: reservoir::config::Settings,
     },
@@ -101,10 +104,10 @@ async fn main() -> anyhow::Result<()> {
             let cfg = settings.resolve()?;
             reservoir::worker::run(cfg, shutdown_signal()).await.context("the worker stopped with an error")?;
         }
-        Command::Play { dir, mut settings } => {
+        Command::Play { dir, delay_ms, mut settings } => {
             settings.redis_url.get_or_insert_with(|| "redis://unused".into());
             let cfg = settings.resolve()?;
-            let n = reservoir::tools::play(&cfg, &dir).await?;
+            let n = reservoir::tools::play(&cfg, &dir, std::time::Duration::from_millis(delay_ms)).await?;
             eprintln!("played {n} event(s) from {}", dir.display());
         }
         Command::Tail { topics, mut settings } => {

@@ -65,8 +65,10 @@ fn topic_for(cfg: &Config, dir: &str) -> Option<String> {
     pairs.iter().find(|(def, _)| def.as_str() == dir).map(|(_, real)| real.to_string())
 }
 
-/// Produces the input examples of `dir` in play order; returns how many.
-pub async fn play(cfg: &Config, dir: &Path) -> Result<usize, ToolError> {
+/// Produces the input examples of `dir` in play order, waiting `delay`
+/// after each (the worker reads topics in parallel, so a story spanning
+/// topics needs time between steps); returns how many.
+pub async fn play(cfg: &Config, dir: &Path, delay: Duration) -> Result<usize, ToolError> {
     // One record per batch, so a consumer group resuming inside the
     // examples never lands mid-batch (Tansu 0.6.0 would skip the rest).
     let producer: FutureProducer = crate::kafka::producer_config(cfg).set("batch.num.messages", "1").create()?;
@@ -79,6 +81,7 @@ pub async fn play(cfg: &Config, dir: &Path) -> Result<usize, ToolError> {
             .map_err(|(e, _)| e)?;
         println!("sent {} -> {topic} (key {})", ex.path.file_name().unwrap_or_default().to_string_lossy(), ex.key);
         n += 1;
+        tokio::time::sleep(delay).await;
     }
     Ok(n)
 }

@@ -144,10 +144,17 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let _ = stop_tx.send(true);
     tracing::info!("worker stopping: flushing the producer and committing offsets");
     drop(messages);
-    publisher.flush(Duration::from_secs(10));
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-        Err(e) => tracing::warn!(error = %e, "final commit failed; the next owner replays from the last commit"),
+    // librdkafka blocks while the broker is unreachable; bound the exit.
+    let closing = tokio::task::spawn_blocking(move || {
+        publisher.flush(Duration::from_secs(10));
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => tracing::warn!(error = %e, "final commit failed; the next owner replays from the last commit"),
+        }
+        drop(consumer);
+    });
+    if tokio::time::timeout(Duration::from_secs(20), closing).await.is_err() {
+        tracing::warn!("Kafka did not answer the final flush and commit within 20 s; exiting anyway (uncommitted events are redelivered and applied once)");
     }
     result
 }

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::kafka::{config, producer, send, Reader};
+use support::kafka::{config, latest, producer, send, Reader};
 use support::stack::Stack;
 use support::uid;
 use support::worker::{event, InProcess};
@@ -19,19 +19,6 @@ fn data(r: &support::kafka::Received) -> &Value {
 
 fn of_type<'a>(seen: &'a [support::kafka::Received], ty: &str) -> Vec<&'a support::kafka::Received> {
     seen.iter().filter(|r| r.value["type"] == ty).collect()
-}
-
-/// The latest availability per key, by version.
-fn latest(seen: &[support::kafka::Received]) -> std::collections::BTreeMap<String, Value> {
-    let mut m: std::collections::BTreeMap<String, Value> = Default::default();
-    for r in seen {
-        let v = data(r).clone();
-        let newer = m.get(&r.key).is_none_or(|cur| cur["version"].as_u64() <= v["version"].as_u64());
-        if newer {
-            m.insert(r.key.clone(), v);
-        }
-    }
-    m
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -211,3 +211,15 @@ impl Reader {
         &self.seen
     }
 }
+
+/// The latest message data per key, by `data.version` (availability).
+pub fn latest(seen: &[Received]) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let mut m: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
+    for r in seen {
+        let v = r.value["data"].clone();
+        if m.get(&r.key).is_none_or(|cur| cur["version"].as_u64() <= v["version"].as_u64()) {
+            m.insert(r.key.clone(), v);
+        }
+    }
+    m
+}

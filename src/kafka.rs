@@ -39,6 +39,16 @@ pub fn consumer_config(cfg: &Config) -> ClientConfig {
             ("heartbeat.interval.ms", "1000"),
             ("max.poll.interval.ms", "300000"),
             ("enable.partition.eof", "false"),
+            // librdkafka's defaults prefetch up to 100,000 messages per
+            // partition and 50 MB per fetch: 300 MB of RSS while a backlog
+            // waits (docs/BENCHMARKS.md). A few batches ahead keep it fed.
+            ("queued.min.messages", "10000"),
+            ("queued.max.messages.kbytes", "16384"),
+            ("fetch.max.bytes", "8388608"),
+            // Tansu answers a fetch only when its wait is over, even when
+            // data arrived (Kafka answers at once): 500 ms by default was
+            // the median latency of a result at 1,000 events/s.
+            ("fetch.wait.max.ms", "20"),
         ],
     )
 }

@@ -23,11 +23,16 @@
 //! - [`worker`]: `run(cfg, shutdown)`: the consumer loop, batching,
 //!   applying events, coalescing availability, rebalance and shutdown.
 //! - [`tools`]: play example events, tail output topics.
+//! - [`bench`]: `reservoir bench`, the end-to-end benchmark (seeded
+//!   workload, measurement, the Redis ceiling) and [`local`], the local
+//!   stack of child processes it starts.
 
+pub mod bench;
 pub mod config;
 pub mod domain;
 pub mod wire;
 pub mod kafka;
+pub mod local;
 pub mod publish;
 pub mod qty;
 pub mod store;

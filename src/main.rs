@@ -1,6 +1,11 @@
 //! `reservoir`: parse the command line, start telemetry, call the library.
 
 use anyhow::Context as _;
+
+// The worker allocates many small short-lived buffers per event; glibc's
+// malloc was a quarter of its CPU in a profile (docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -44,6 +49,15 @@ enum Command {
         topics: Vec<String>,
         #[command(flatten)]
         settings: reservoir::config::Settings,
+    },
+    /// Measure the whole path (Kafka → worker → Redis → Kafka, offsets committed) beside the Redis ceiling.
+    ///
+    /// With no --kafka/--redis it starts its own Redis and Tansu. Prints a table; the last line is one JSON object.
+    ///
+    /// Examples: reservoir bench --quick;  reservoir bench --hot 0.5;  reservoir bench --kafka 10.0.0.5:9092 --redis redis://10.0.0.6:6379 --memory
+    Bench {
+        #[command(flatten)]
+        args: reservoir::bench::BenchArgs,
     },
     /// Manage the contract's topics.
     Topics {
@@ -116,6 +130,11 @@ async fn main() -> anyhow::Result<()> {
             let topics = if topics.is_empty() { vec![cfg.topics.availability.clone()] } else { topics };
             let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
             reservoir::tools::tail(&cfg, &refs, shutdown_signal()).await?;
+        }
+        Command::Bench { args } => {
+            let report = reservoir::bench::run(args).await.context("the benchmark failed")?;
+            print!("{}", report.table());
+            println!("{}", report.json());
         }
         Command::Topics { command: TopicsCommand::Create { partitions, replication, mut settings } } => {
             // Creating topics needs no Redis.

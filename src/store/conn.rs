@@ -3,7 +3,8 @@
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, ErrorKind, Pipeline, RedisFuture, ServerErrorKind, Value};
+use redis::io::tcp::TcpSettings;
+use redis::{Cmd, ErrorKind, IntoConnectionInfo, Pipeline, RedisFuture, ServerErrorKind, Value};
 
 use super::StoreError;
 
@@ -15,6 +16,13 @@ pub enum Conn {
     Cluster(ClusterConnection),
 }
 
+/// Nagle's algorithm holds back a small write while an earlier one is
+/// unacknowledged; with many calls pipelined on one connection that added
+/// milliseconds to every round trip (docs/BENCHMARKS.md).
+fn tcp() -> TcpSettings {
+    TcpSettings::default().set_nodelay(true)
+}
+
 impl Conn {
     /// `url` is one Redis URL, or a comma-separated seed list (two or more
     /// URLs) of a Redis Cluster.
@@ -23,7 +31,8 @@ impl Conn {
         match urls.as_slice() {
             [] => Err(StoreError::Config("the Redis URL is empty: set RESERVOIR_REDIS_URL, e.g. redis://127.0.0.1:6379".into())),
             [one] => {
-                let client = redis::Client::open(*one).map_err(|e| StoreError::Config(format!("Redis URL {one:?}: {e}")))?;
+                let info = one.into_connection_info().map_err(|e| StoreError::Config(format!("Redis URL {one:?}: {e}")))?;
+                let client = redis::Client::open(info.set_tcp_settings(tcp())).map_err(|e| StoreError::Config(format!("Redis URL {one:?}: {e}")))?;
                 let cfg = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
                     .set_response_timeout(Some(std::time::Duration::from_secs(10)))
@@ -34,6 +43,7 @@ impl Conn {
                 let client = redis::cluster::ClusterClient::builder(many.iter().copied())
                     .connection_timeout(std::time::Duration::from_secs(5))
                     .response_timeout(std::time::Duration::from_secs(10))
+                    .tcp_settings(tcp())
                     .build()
                     .map_err(|e| StoreError::Config(format!("Redis Cluster seeds {url:?}: {e}")))?;
                 Ok(Conn::Cluster(client.get_async_connection().await?))

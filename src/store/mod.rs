@@ -12,7 +12,7 @@ mod holds;
 pub mod keys;
 mod orders;
 pub mod reply;
-mod scripts;
+pub(crate) mod scripts;
 mod stock;
 
 use std::collections::BTreeMap;
@@ -220,6 +220,11 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
+    }
+
+    /// The loaded scripts (the benchmark calls `reserve` directly for its ceiling).
+    pub(crate) fn scripts(&self) -> &Scripts {
+        &self.scripts
     }
 
     /// A raw connection handle (for inspection tools and tests).

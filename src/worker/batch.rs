@@ -128,6 +128,7 @@ impl Processor {
                 }
             }
         }
+        let started = std::time::Instant::now();
         let results = futures::future::join_all(groups.iter().map(|g| async move {
             let mut done: Vec<(&OwnedMessage, &events::InputEvent, Applied)> = Vec::new();
             for (m, ev) in g {
@@ -152,8 +153,9 @@ impl Processor {
         }
         outs.extend(coalesced.into_outs(&self.cfg));
         stats.published = outs.len();
+        let applied_in = started.elapsed();
         self.publisher.send_all(&outs, stop).await?;
-        tracing::debug!(?stats, "batch applied");
+        tracing::debug!(?stats, apply_ms = applied_in.as_millis() as u64, publish_ms = (started.elapsed() - applied_in).as_millis() as u64, "batch applied");
 
         let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
         for m in msgs {

@@ -47,21 +47,7 @@ pub struct Process {
 
 impl Process {
     pub fn start(cfg: &Config) -> Process {
-        let t = &cfg.topics;
-        let child = Command::new(env!("CARGO_BIN_EXE_reservoir"))
-            .arg("run")
-            .env("RESERVOIR_KAFKA_BOOTSTRAP", &cfg.kafka_bootstrap)
-            .env("RESERVOIR_REDIS_URL", &cfg.redis_url)
-            .env("RESERVOIR_GROUP_ID", &cfg.group_id)
-            .env("RESERVOIR_TOPIC_STOCK", &t.stock)
-            .env("RESERVOIR_TOPIC_CARTS", &t.carts)
-            .env("RESERVOIR_TOPIC_ORDERS", &t.orders)
-            .env("RESERVOIR_TOPIC_SHIPMENTS", &t.shipments)
-            .env("RESERVOIR_TOPIC_CREDIT_MEMOS", &t.credit_memos)
-            .env("RESERVOIR_TOPIC_AVAILABILITY", &t.availability)
-            .env("RESERVOIR_TOPIC_RESERVATIONS", &t.reservations)
-            .env("RESERVOIR_TOPIC_DEAD_LETTER", &t.dead_letter)
-            .env("RESERVOIR_SWEEP_INTERVAL_MS", "200")
+        let child = reservoir::local::run_command(std::path::Path::new(env!("CARGO_BIN_EXE_reservoir")), cfg)
             .env("RUST_LOG", "warn,reservoir=info")
             .stdout(Stdio::null())
             .stderr(if std::env::var("WORKER_LOGS").is_ok() { Stdio::inherit() } else { Stdio::null() })

@@ -1,0 +1,140 @@
+//! A local stack as child processes on free loopback ports: `redis-server`,
+//! the Tansu broker and `reservoir run` workers. Used by `reservoir bench`;
+//! every child is killed when its handle is dropped.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("cannot start {program}: {source}; install it (scripts/deps.sh does) or pass the address of a running one")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("{what} did not listen on 127.0.0.1:{port} within {secs} s; see {log}")]
+    NotListening { what: String, port: u16, secs: u64, log: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_listening(what: &str, port: u16, log: &Path, timeout: Duration) -> Result<(), LocalError> {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if start.elapsed() > timeout {
+            return Err(LocalError::NotListening { what: what.into(), port, secs: timeout.as_secs(), log: log.display().to_string() });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// A child process killed on drop, its output in a log file.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, program: &str, log: PathBuf) -> Result<Proc, LocalError> {
+        let out = std::fs::File::create(&log)?;
+        let child = cmd
+            .stdout(Stdio::from(out.try_clone()?))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .map_err(|source| LocalError::Spawn { program: program.into(), source })?;
+        Ok(Proc { child, log })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then waits up to `timeout` before killing.
+    pub fn terminate(&mut self, timeout: Duration) {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `redis-server` with AOF (`appendfsync everysec`) in `dir`.
+pub fn redis(dir: &Path) -> Result<(Proc, String), LocalError> {
+    let port = free_port()?;
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "everysec"])
+        .arg("--dir")
+        .arg(dir);
+    let p = Proc::spawn(cmd, "redis-server", dir.join("redis.log"))?;
+    wait_listening("redis-server", port, &p.log, Duration::from_secs(10))?;
+    Ok((p, format!("redis://127.0.0.1:{port}")))
+}
+
+/// Tansu with in-memory storage.
+pub fn tansu(dir: &Path) -> Result<(Proc, String), LocalError> {
+    let port = free_port()?;
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut cmd = Command::new("tansu");
+    cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+        .current_dir(dir)
+        .env("RUST_LOG", "warn");
+    let p = Proc::spawn(cmd, "tansu", dir.join("tansu.log"))?;
+    wait_listening("tansu", port, &p.log, Duration::from_secs(20))?;
+    Ok((p, format!("127.0.0.1:{port}")))
+}
+
+/// The command line of `reservoir run` (binary `exe`) with every setting of
+/// `cfg` passed through the environment and flags.
+pub fn run_command(exe: &Path, cfg: &Config) -> Command {
+    let t = &cfg.topics;
+    let mut cmd = Command::new(exe);
+    let settings = [
+        ("RESERVOIR_KAFKA_BOOTSTRAP", cfg.kafka_bootstrap.as_str()),
+        ("RESERVOIR_REDIS_URL", &cfg.redis_url),
+        ("RESERVOIR_GROUP_ID", &cfg.group_id),
+        ("RESERVOIR_SOURCE", &cfg.source),
+        ("RESERVOIR_TOPIC_STOCK", &t.stock),
+        ("RESERVOIR_TOPIC_CARTS", &t.carts),
+        ("RESERVOIR_TOPIC_ORDERS", &t.orders),
+        ("RESERVOIR_TOPIC_SHIPMENTS", &t.shipments),
+        ("RESERVOIR_TOPIC_CREDIT_MEMOS", &t.credit_memos),
+        ("RESERVOIR_TOPIC_AVAILABILITY", &t.availability),
+        ("RESERVOIR_TOPIC_RESERVATIONS", &t.reservations),
+        ("RESERVOIR_TOPIC_DEAD_LETTER", &t.dead_letter),
+    ];
+    cmd.arg("run").envs(settings).env_remove("RESERVOIR_KAFKA_OPTIONS").env_remove("RESERVOIR_CONFIG");
+    cmd.env("RESERVOIR_BATCH_SIZE", cfg.batch_size.to_string());
+    cmd.env("RESERVOIR_SWEEP_INTERVAL_MS", cfg.sweep_interval.as_millis().to_string());
+    for (k, v) in &cfg.kafka_options {
+        cmd.arg(format!("--kafka-option={k}={v}"));
+    }
+    cmd
+}
+
+/// `reservoir run` (this executable) as a child, logging to DIR/NAME.log.
+pub fn worker(cfg: &Config, dir: &Path, name: &str) -> Result<Proc, LocalError> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = run_command(&exe, cfg);
+    cmd.env("RUST_LOG", std::env::var("RESERVOIR_WORKER_LOG").unwrap_or_else(|_| "info".into()));
+    Proc::spawn(cmd, &exe.display().to_string(), dir.join(format!("{name}.log")))
+}

@@ -74,6 +74,8 @@ pub struct Config {
     pub sweep_interval: Duration,
     /// Raw librdkafka settings for the consumer and producer.
     pub kafka_options: BTreeMap<String, String>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; None: nowhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -90,6 +92,7 @@ impl Config {
             max_message_bytes: 1 << 20,
             sweep_interval: Duration::from_secs(1),
             kafka_options: BTreeMap::new(),
+            metrics_addr: None,
         }
     }
 }
@@ -147,6 +150,9 @@ pub struct Settings {
     /// Milliseconds between hold sweeps (default 1000).
     #[arg(long, env = "RESERVOIR_SWEEP_INTERVAL_MS")]
     pub sweep_interval_ms: Option<u64>,
+    /// Address of the HTTP port with /metrics, /healthz and /readyz (default 0.0.0.0:9464; `off` disables it).
+    #[arg(long, env = "RESERVOIR_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     /// Raw librdkafka setting KEY=VALUE (repeatable; env: comma-separated).
     #[arg(long = "kafka-option", env = "RESERVOIR_KAFKA_OPTIONS", value_delimiter = ',')]
     pub kafka_options: Vec<String>,
@@ -174,6 +180,7 @@ struct FileSettings {
     batch_size: Option<usize>,
     max_message_bytes: Option<usize>,
     sweep_interval_ms: Option<u64>,
+    metrics_addr: Option<String>,
     #[serde(default)]
     kafka_options: BTreeMap<String, String>,
 }
@@ -257,6 +264,11 @@ impl Settings {
             }
             c.sweep_interval = Duration::from_millis(ms);
         }
+        c.metrics_addr = match pick!(metrics_addr).as_deref().map(str::trim) {
+            Some("off") | Some("") => None,
+            Some(a) => Some(a.parse().map_err(|e| ConfigError::Invalid(format!("RESERVOIR_METRICS_ADDR must be HOST:PORT like 0.0.0.0:9464, or off; got {a:?}: {e}")))?),
+            None => Some(std::net::SocketAddr::from(([0, 0, 0, 0], 9464))),
+        };
         c.kafka_options = file.kafka_options;
         for kv in &self.kafka_options {
             let (k, v) = kv.split_once('=').ok_or_else(|| {

@@ -49,6 +49,8 @@ pub fn consumer_config(cfg: &Config) -> ClientConfig {
             // data arrived (Kafka answers at once): 500 ms by default was
             // the median latency of a result at 1,000 events/s.
             ("fetch.wait.max.ms", "20"),
+            // Consumer lag per partition and broker state, for metrics and /readyz.
+            ("statistics.interval.ms", "5000"),
         ],
     )
 }

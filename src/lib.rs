@@ -23,6 +23,8 @@
 //! - [`worker`]: `run(cfg, shutdown)`: the consumer loop, batching,
 //!   applying events, coalescing availability, rebalance and shutdown.
 //! - [`tools`]: play example events, tail output topics.
+//! - [`metrics`] and [`http`]: Prometheus metrics and the `/metrics`,
+//!   `/healthz` and `/readyz` port.
 //! - [`bench`]: `reservoir bench`, the end-to-end benchmark (seeded
 //!   workload, measurement, the Redis ceiling) and [`local`], the local
 //!   stack of child processes it starts.
@@ -31,8 +33,10 @@ pub mod bench;
 pub mod config;
 pub mod domain;
 pub mod wire;
+pub mod http;
 pub mod kafka;
 pub mod local;
+pub mod metrics;
 pub mod publish;
 pub mod qty;
 pub mod store;

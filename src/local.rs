@@ -125,6 +125,7 @@ pub fn run_command(exe: &Path, cfg: &Config) -> Command {
     cmd.arg("run").envs(settings).env_remove("RESERVOIR_KAFKA_OPTIONS").env_remove("RESERVOIR_CONFIG");
     cmd.env("RESERVOIR_BATCH_SIZE", cfg.batch_size.to_string());
     cmd.env("RESERVOIR_SWEEP_INTERVAL_MS", cfg.sweep_interval.as_millis().to_string());
+    cmd.env("RESERVOIR_METRICS_ADDR", cfg.metrics_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()));
     for (k, v) in &cfg.kafka_options {
         cmd.arg(format!("--kafka-option={k}={v}"));
     }

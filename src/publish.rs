@@ -67,9 +67,12 @@ impl Publisher {
                 }
             }
             if failed.is_empty() {
+                metrics::gauge!(crate::metrics::WAITING, "what" => "kafka").set(0.0);
                 return Ok(());
             }
             pending = failed;
+            metrics::counter!(crate::metrics::RETRIES, "what" => "kafka").increment(pending.len() as u64);
+            metrics::gauge!(crate::metrics::WAITING, "what" => "kafka").set(1.0);
             let wait = backoff.next().unwrap_or(Duration::from_secs(5));
             tracing::warn!(messages = pending.len(), retry_in = ?wait, "waiting for Kafka to accept {} message(s)", pending.len());
             if *shutdown.borrow() {

@@ -94,6 +94,13 @@ impl Lua {
     /// node that owns the keys) when the node has not seen it: after a
     /// restart, a failover or `SCRIPT FLUSH`.
     pub async fn call(&self, conn: &mut Conn, keys: &[&str], args: &[&str]) -> Result<Value, StoreError> {
+        let started = std::time::Instant::now();
+        let r = self.call_once(conn, keys, args).await;
+        metrics::histogram!(crate::metrics::SCRIPT_SECONDS, "script" => self.name).record(started.elapsed().as_secs_f64());
+        r
+    }
+
+    async fn call_once(&self, conn: &mut Conn, keys: &[&str], args: &[&str]) -> Result<Value, StoreError> {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&self.sha).arg(keys.len()).arg(keys).arg(args);
         match cmd.query_async::<Value>(conn).await {

@@ -81,6 +81,17 @@ fn refused(lines: &[LineOutcome]) -> Option<(&'static str, String)> {
     Some((code, msgs.iter().map(|(_, m)| *m).collect::<Vec<_>>().join("; ")))
 }
 
+fn count_reservation(o: &crate::domain::OrderOutcome) {
+    use crate::domain::OrderOutcome;
+    match o {
+        OrderOutcome::Confirmed { .. } => metrics::counter!(crate::metrics::RESERVATIONS, "result" => "confirmed").increment(1),
+        OrderOutcome::Rejected { lines } => {
+            let reason = lines.first().map(|l| l.reason.as_str()).unwrap_or("insufficient_stock");
+            metrics::counter!(crate::metrics::RESERVATIONS, "result" => "rejected", "reason" => reason).increment(1)
+        }
+    }
+}
+
 /// Applies one event, retrying while Redis is unavailable. An error the
 /// engine says retrying cannot fix dead-letters the event (`invalid_data`).
 pub async fn apply(engine: &Engine, cfg: &Config, ev: &InputEvent, stop: &watch::Receiver<bool>) -> Result<Applied, WorkerError> {
@@ -113,12 +124,14 @@ async fn apply_once(engine: &Engine, cfg: &Config, ev: &InputEvent, stop: &watch
         }
         Body::LineHeld { cart_id, channel, sku, quantity, expires_at_ms } => {
             let (h, mut a) = Applied::from(with_redis(what, stop, || engine.hold(id, cart_id, channel, sku, *quantity, *expires_at_ms)).await?);
+            metrics::counter!(crate::metrics::HOLDS, "result" => if h.confirmed { "confirmed" } else { "rejected" }).increment(1);
             a.outs.push(result_out(cfg, cart_id, output::hold(&h, cart_id, channel, sku, caused_by)));
             a
         }
         Body::CartReleased { cart_id, skus } => Applied::from(with_redis(what, stop, || engine.release_cart(id, cart_id, skus.as_deref())).await?).1,
         Body::OrderPlaced(o) => {
             let (outcome, mut a) = Applied::from(with_redis(what, stop, || engine.place_order(o)).await?);
+            count_reservation(&outcome);
             a.outs.push(result_out(cfg, &o.order_id, output::reservation(&outcome, &o.order_id, &o.channel, caused_by)));
             a
         }

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use super::apply::{self, Applied};
 use super::WorkerError;
 use crate::config::Config;
+use crate::metrics as M;
 use crate::domain::AvailabilityUpdate;
 use crate::wire::{self as events, TopicKind};
 use crate::publish::{Out, PublishError, Publisher};
@@ -91,8 +92,15 @@ where
     let r = f
         .retry(ExponentialBuilder::default().with_min_delay(Duration::from_millis(50)).with_max_delay(Duration::from_secs(5)).without_max_times())
         .when(|e: &StoreError| e.is_retryable() && !*stop.borrow())
-        .notify(|e, wait| tracing::warn!(error = %e, retry_in = ?wait, "waiting for Redis to apply {what}"))
+        .notify(|e, wait| {
+            metrics::counter!(M::RETRIES, "what" => "redis").increment(1);
+            metrics::gauge!(M::WAITING, "what" => "redis").set(1.0);
+            tracing::warn!(error = %e, retry_in = ?wait, "waiting for Redis to apply {what}")
+        })
         .await;
+    if r.is_ok() {
+        metrics::gauge!(M::WAITING, "what" => "redis").set(0.0);
+    }
     match r {
         Err(e) if e.is_retryable() => Err(WorkerError::Publish(PublishError::Shutdown)),
         other => other.map_err(WorkerError::Store),
@@ -110,7 +118,9 @@ impl Processor {
         // Valid events grouped by (topic, partition, key), in offset order.
         let mut groups: Vec<Vec<(&OwnedMessage, events::InputEvent)>> = Vec::new();
         let mut group_of: HashMap<(&str, i32, &[u8]), usize> = HashMap::new();
+        metrics::histogram!(M::BATCH_MESSAGES).record(msgs.len() as f64);
         for m in msgs {
+            metrics::counter!(M::CONSUMED, "topic" => m.topic().to_string()).increment(1);
             let Some(kind) = kind_of(&self.cfg, m.topic()) else { continue };
             match events::decode(kind, m.payload().unwrap_or_default(), self.cfg.max_message_bytes) {
                 Ok(ev) => {
@@ -124,6 +134,7 @@ impl Processor {
                 Err(e) => {
                     tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), code = e.code(), "dead letter: {e}");
                     stats.dead_lettered += 1;
+                    metrics::counter!(M::DEAD_LETTERED, "topic" => m.topic().to_string(), "code" => e.code()).increment(1);
                     outs.push(apply::dead_letter(&self.cfg, m, e.code(), &e.to_string(), e.event_id()));
                 }
             }
@@ -142,10 +153,12 @@ impl Processor {
         for r in results {
             for (m, ev, a) in r? {
                 stats.applied += 1;
+                metrics::counter!(M::APPLIED, "topic" => m.topic().to_string(), "type" => ev.kind).increment(1);
                 outs.extend(a.outs);
                 if let Some((code, message)) = a.dead {
                     tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), code, "dead letter: {message}");
                     stats.dead_lettered += 1;
+                    metrics::counter!(M::DEAD_LETTERED, "topic" => m.topic().to_string(), "code" => code).increment(1);
                     outs.push(apply::dead_letter(&self.cfg, m, code, &message, Some(&ev.id)));
                 }
                 coalesced.add(a.updates, &ev.id);
@@ -155,6 +168,7 @@ impl Processor {
         stats.published = outs.len();
         let applied_in = started.elapsed();
         self.publisher.send_all(&outs, stop).await?;
+        self.record_published(&outs, msgs);
         tracing::debug!(?stats, apply_ms = applied_in.as_millis() as u64, publish_ms = (started.elapsed() - applied_in).as_millis() as u64, "batch applied");
 
         let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
@@ -169,6 +183,20 @@ impl Processor {
         Ok(tpl)
     }
 
+    /// Counts availability published, and each input's latency from its
+    /// Kafka timestamp to its outputs being acknowledged.
+    fn record_published(&self, outs: &[Out], msgs: &[OwnedMessage]) {
+        let avail = outs.iter().filter(|o| o.topic == self.cfg.topics.availability).count();
+        metrics::counter!(M::AVAILABILITY_PUBLISHED).increment(avail as u64);
+        let now = crate::store::Clock::System.now_ms();
+        let latency = metrics::histogram!(M::EVENT_LATENCY);
+        for m in msgs {
+            if let Some(ts) = m.timestamp().to_millis() {
+                latency.record((now - ts).max(0) as f64 / 1000.0);
+            }
+        }
+    }
+
     /// Releases due holds and publishes their availability.
     pub async fn sweep(&self, stop: &watch::Receiver<bool>) -> Result<usize, WorkerError> {
         let eff = with_redis("the hold sweep", stop, || self.engine.sweep_holds(1000)).await?;
@@ -177,6 +205,8 @@ impl Processor {
             c.add(eff.updates, apply::HOLD_EXPIRY_CAUSE);
             let outs = c.into_outs(&self.cfg);
             self.publisher.send_all(&outs, stop).await?;
+            metrics::counter!(M::HOLDS_EXPIRED).increment(eff.outcome as u64);
+            metrics::counter!(M::AVAILABILITY_PUBLISHED).increment(outs.len() as u64);
             tracing::info!(released = eff.outcome, published = outs.len(), "expired holds released");
         }
         Ok(eff.outcome)

@@ -12,17 +12,20 @@ mod apply;
 mod batch;
 
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use futures::StreamExt;
+use tracing::Instrument as _;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::ClientContext;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::http::Health;
 use crate::publish::{PublishError, Publisher};
 use crate::store::{Engine, StoreError};
 
@@ -38,16 +41,42 @@ pub enum WorkerError {
     Publish(#[from] PublishError),
     #[error("Redis: {0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Http(#[source] std::io::Error),
 }
 
-/// Commits stored offsets synchronously when partitions are taken away.
-struct Context;
+/// Commits stored offsets synchronously when partitions are taken away,
+/// and tells the probes and metrics what librdkafka reports.
+struct Context {
+    health: Arc<Health>,
+}
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    fn stats(&self, s: rdkafka::Statistics) {
+        if s.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP") {
+            self.health.broker_down.store(false, Ordering::Relaxed);
+        }
+        for (topic, t) in &s.topics {
+            for (p, part) in &t.partitions {
+                if *p >= 0 && part.consumer_lag >= 0 {
+                    metrics::gauge!(crate::metrics::CONSUMER_LAG, "topic" => topic.clone(), "partition" => p.to_string()).set(part.consumer_lag as f64);
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(error, KafkaError::Global(rdkafka::types::RDKafkaErrorCode::AllBrokersDown)) {
+            self.health.broker_down.store(true, Ordering::Relaxed);
+        }
+        tracing::warn!(error = %error, "Kafka: {reason}; librdkafka reconnects by itself");
+    }
+}
 
 impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
+            self.health.assigned.store(0, Ordering::Relaxed);
             // Nothing is in flight here (batches finish between polls).
             match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
@@ -58,9 +87,24 @@ impl ConsumerContext for Context {
     }
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
+            self.health.assigned.store(tpl.count(), Ordering::Relaxed);
             tracing::info!(partitions = tpl.count(), "partitions assigned");
         }
     }
+}
+
+/// One span per batch: its size and, per partition, the offsets it covers,
+/// so every log line of the batch can be traced to its messages.
+fn batch_span(msgs: &[rdkafka::message::OwnedMessage]) -> tracing::Span {
+    use rdkafka::Message as _;
+    let mut ranges: std::collections::BTreeMap<(&str, i32), (i64, i64)> = Default::default();
+    for m in msgs {
+        let r = ranges.entry((m.topic(), m.partition())).or_insert((m.offset(), m.offset()));
+        r.0 = r.0.min(m.offset());
+        r.1 = r.1.max(m.offset());
+    }
+    let offsets: Vec<String> = ranges.iter().map(|((t, p), (a, b))| format!("{t}/{p}:{a}-{b}")).collect();
+    tracing::info_span!("batch", messages = msgs.len(), offsets = %offsets.join(","))
 }
 
 /// Connects to Redis, retrying with backoff until it answers or shutdown.
@@ -88,8 +132,16 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         _ = &mut shutdown => None,
     };
     let Some(engine) = engine else { return Ok(()) };
+    let health = Arc::new(Health::default());
+    if let Some(addr) = cfg.metrics_addr {
+        let mut stopped = stop.clone();
+        let until_stop = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        crate::http::serve(addr, health.clone(), engine.conn(), until_stop).await.map_err(WorkerError::Http)?;
+    }
     let publisher = Arc::new(Publisher::new(&cfg)?);
-    let consumer: StreamConsumer<Context> = crate::kafka::consumer_config(&cfg).create_with_context(Context).map_err(WorkerError::Consumer)?;
+    let consumer: StreamConsumer<Context> = crate::kafka::consumer_config(&cfg).create_with_context(Context { health }).map_err(WorkerError::Consumer)?;
     consumer.subscribe(&cfg.topics.inputs()).map_err(WorkerError::Subscribe)?;
     tracing::info!(group = %cfg.group_id, topics = ?cfg.topics.inputs(), "worker started");
 
@@ -117,8 +169,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     let _ = stop_tx.send(true);
                     std::future::pending::<()>().await
                 };
+                let span = batch_span(&owned);
                 let done = tokio::select! {
-                    r = processor.process(&owned, &stop) => r,
+                    r = processor.process(&owned, &stop).instrument(span) => r,
                     _ = stopping => unreachable!(),
                 };
                 match done {

@@ -588,7 +588,8 @@ impl Model {
             s.events.insert(event_id.to_string(), Remembered::Released(released));
             total += released;
         }
-        if let Some(set) = self.cart_skus.get_mut(cart) {
+        // A repeat changes nothing, also not the cart's list of skus.
+        if let (None, Some(set)) = (first, self.cart_skus.get_mut(cart)) {
             for s in &list {
                 set.remove(s);
             }

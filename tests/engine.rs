@@ -279,6 +279,15 @@ async fn holds_expire_at_once_and_the_sweep_reports_them() {
     let rel = e.release_cart(&n.n("ev-r"), &n.n("cart-c"), None).await.unwrap();
     assert_eq!(rel.outcome, q("2"));
     assert_eq!(available(&e, &n, "SKU-1").await, q("5"));
+    // The cart holds the sku again; the first release delivered again
+    // changes nothing, and a new release still finds the new hold.
+    e.hold(&n.n("ev-h4"), &n.n("cart-c"), &n.n("eu"), &n.n("SKU-1"), q("1"), None).await.unwrap();
+    let again = e.release_cart(&n.n("ev-r"), &n.n("cart-c"), None).await.unwrap();
+    assert_eq!(again.outcome, q("2"), "a repeat answers what the first delivery did");
+    assert_eq!(available(&e, &n, "SKU-1").await, q("4"));
+    let rel2 = e.release_cart(&n.n("ev-r2"), &n.n("cart-c"), None).await.unwrap();
+    assert_eq!(rel2.outcome, q("1"));
+    assert_eq!(available(&e, &n, "SKU-1").await, q("5"));
 }
 
 #[tokio::test]

@@ -93,8 +93,8 @@ impl Engine {
         check_id("event id", event_id)?;
         check_id("cart_id", cart_id)?;
         let mut conn = self.conn.clone();
-        let mut skus: Vec<String> = match skus {
-            Some(s) => s.to_vec(),
+        let (mut skus, repeat) = match skus {
+            Some(s) => (s.to_vec(), false),
             None => self.cart_skus_once(event_id, cart_id).await?,
         };
         let mut seen = std::collections::HashSet::new();
@@ -113,19 +113,23 @@ impl Engine {
             released += r.qty(0)?;
             changes.add(sku, r.before, r.after, r.code == "dup");
         }
-        if !skus.is_empty() {
+        // A repeat leaves the cart's list alone: the cart may hold some of
+        // these skus again since the first delivery.
+        if !skus.is_empty() && !repeat {
             redis::cmd("SREM").arg(keys::cart(cart_id)).arg(&skus).query_async::<()>(&mut conn).await?;
         }
         self.effect(released, changes).await
     }
 
     /// The skus a whole-cart release covers, fixed at its first delivery so
-    /// a repeat cannot release holds taken after it.
-    async fn cart_skus_once(&self, event_id: &str, cart_id: &str) -> Result<Vec<String>, StoreError> {
+    /// a repeat cannot release holds taken after it; and whether this is a
+    /// repeat.
+    async fn cart_skus_once(&self, event_id: &str, cart_id: &str) -> Result<(Vec<String>, bool), StoreError> {
         let mut conn = self.conn.clone();
         let record = format!("{}:e:{event_id}", keys::cart(cart_id));
         if let Some(json) = redis::cmd("GET").arg(&record).query_async::<Option<String>>(&mut conn).await? {
-            return serde_json::from_str(&json).map_err(|e| StoreError::Reply(format!("cart release record {record:?}: {e}")));
+            let skus = serde_json::from_str(&json).map_err(|e| StoreError::Reply(format!("cart release record {record:?}: {e}")))?;
+            return Ok((skus, true));
         }
         let skus: Vec<String> = redis::cmd("SMEMBERS").arg(keys::cart(cart_id)).query_async(&mut conn).await?;
         redis::cmd("SET")
@@ -136,7 +140,7 @@ impl Engine {
             .arg(self.idem_ttl())
             .query_async::<()>(&mut conn)
             .await?;
-        Ok(skus)
+        Ok((skus, false))
     }
 
     pub(super) async fn index_hold(&self, sku: &str, expires_ms: i64) -> Result<(), StoreError> {

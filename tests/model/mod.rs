@@ -335,8 +335,8 @@ pub struct Model {
     loc_index: BTreeMap<String, BTreeSet<String>>,
     /// cart -> skus it sent holds for and has not released since.
     cart_skus: BTreeMap<String, BTreeSet<String>>,
-    /// First outcome of each whole-cart release, by event id.
-    cart_releases: BTreeMap<String, Qty>,
+    /// First outcome and sku list of each whole-cart release, by event id.
+    cart_releases: BTreeMap<String, (Qty, Vec<String>)>,
     orders: BTreeMap<String, Order>,
     /// (order_id, sku) -> the order's record on the sku.
     recs: BTreeMap<(String, String), Rec>,
@@ -560,14 +560,16 @@ impl Model {
     /// `cart.released`: releases the cart's holds on the skus (or every sku
     /// it held); the outcome is the total quantity released.
     pub fn release_cart(&mut self, event_id: &str, cart: &str, skus: Option<&[String]>) -> Qty {
-        let mut list: Vec<String> = match skus {
-            Some(s) => s.to_vec(),
-            None => self.cart_skus.get(cart).map(|s| s.iter().cloned().collect()).unwrap_or_default(),
+        // A repeated whole-cart release covers the skus of its first delivery.
+        let first = if skus.is_none() { self.cart_releases.get(event_id).cloned() } else { None };
+        let mut list: Vec<String> = match (skus, &first) {
+            (Some(s), _) => s.to_vec(),
+            (None, Some((_, recorded))) => recorded.clone(),
+            (None, None) => self.cart_skus.get(cart).map(|s| s.iter().cloned().collect()).unwrap_or_default(),
         };
         // A sku named twice is released once.
         let mut seen = BTreeSet::new();
         list.retain(|s| seen.insert(s.clone()));
-        let first = if skus.is_none() { self.cart_releases.get(event_id).copied() } else { None };
         if first.is_some() {
             hit("whole-cart release repeated");
         }
@@ -589,16 +591,16 @@ impl Model {
             total += released;
         }
         // A repeat changes nothing, also not the cart's list of skus.
-        if let (None, Some(set)) = (first, self.cart_skus.get_mut(cart)) {
+        if let (None, Some(set)) = (&first, self.cart_skus.get_mut(cart)) {
             for s in &list {
                 set.remove(s);
             }
         }
         match first {
-            Some(q) => q,
+            Some((q, _)) => q,
             None => {
                 if skus.is_none() {
-                    self.cart_releases.insert(event_id.to_string(), total);
+                    self.cart_releases.insert(event_id.to_string(), (total, list));
                 }
                 total
             }

@@ -47,6 +47,11 @@ pub fn channel(name: &str) -> String {
     format!("rv:{{ch}}:{name}")
 }
 
+/// The marker of an applied `inventory.channel.configured` event.
+pub fn channel_event(event_id: &str) -> String {
+    format!("rv:{{ch}}:e:{event_id}")
+}
+
 /// The set of all channel names.
 pub const CHANNELS: &str = "rv:{ch}";
 

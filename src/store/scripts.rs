@@ -34,6 +34,7 @@ pub struct Scripts {
     pub release: Lua,
     pub deduct: Lua,
     pub restock: Lua,
+    pub channel_set: Lua,
     pub order_note: Lua,
     pub order_decide: Lua,
     pub order_settle: Lua,
@@ -56,6 +57,7 @@ impl Scripts {
             release: order_script!("release"),
             deduct: order_script!("deduct"),
             restock: order_script!("restock"),
+            channel_set: plain_script!("channel_set"),
             order_note: plain_script!("order_note"),
             order_decide: plain_script!("order_decide"),
             order_settle: plain_script!("order_settle"),
@@ -64,7 +66,7 @@ impl Scripts {
         }
     }
 
-    pub fn all(&self) -> [&Lua; 17] {
+    pub fn all(&self) -> [&Lua; 18] {
         [
             &self.item_configure,
             &self.level_set,
@@ -78,6 +80,7 @@ impl Scripts {
             &self.release,
             &self.deduct,
             &self.restock,
+            &self.channel_set,
             &self.order_note,
             &self.order_decide,
             &self.order_settle,

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::keys::{self, SkuKeys};
-use super::reply::{encode_config, Reply};
+use super::reply::{self, encode_config, Reply};
 use super::{check_id, qarg, Changes, Effect, Engine, StoreError};
 use crate::domain::{availability, AvailabilityUpdate, ItemConfig};
 use crate::qty::Qty;
@@ -40,37 +40,17 @@ impl Engine {
             check_id("location", l)?;
         }
         let mut conn = self.conn.clone();
-        let old: Vec<String> = match redis::cmd("GET").arg(keys::channel(channel)).query_async::<Option<String>>(&mut conn).await? {
-            Some(raw) => serde_json::from_str(&raw).unwrap_or_default(),
-            None => Vec::new(),
-        };
-        // Remembered so a replayed older event cannot bring back old locations.
-        let first: bool = redis::cmd("SET")
-            .arg(format!("rv:che:{event_id}"))
-            .arg(1)
-            .arg("NX")
-            .arg("PX")
-            .arg(self.idem_ttl())
-            .query_async::<Option<String>>(&mut conn)
-            .await?
-            .is_some();
-        let (old, new) = if first {
-            let json = serde_json::to_string(locations).expect("strings serialize");
-            redis::pipe()
-                .cmd("SET")
-                .arg(keys::channel(channel))
-                .arg(json)
-                .ignore()
-                .cmd("SADD")
-                .arg(keys::CHANNELS)
-                .arg(channel)
-                .ignore()
-                .query_async::<()>(&mut conn)
-                .await?;
-            (old, locations.to_vec())
-        } else {
-            (old.clone(), old)
-        };
+        let json = serde_json::to_string(locations).expect("strings serialize");
+        let v = self
+            .scripts
+            .channel_set
+            .call(&mut conn, &[&keys::channel(channel), keys::CHANNELS, &keys::channel_event(event_id)], &[channel, &json, &self.idem_ttl()])
+            .await?;
+        let f = reply::strings(&v).ok_or_else(|| StoreError::Reply("channel_set: unexpected reply".into()))?;
+        let [code, before] = f.as_slice() else { return Err(StoreError::Reply("channel_set: short reply".into())) };
+        let old: Vec<String> = if before.is_empty() { Vec::new() } else { serde_json::from_str(before).unwrap_or_default() };
+        let first = code == "new";
+        let new = if first { locations.to_vec() } else { old.clone() };
         self.channels.get(&mut conn, true).await?;
 
         let mut skus = BTreeSet::new();
@@ -92,7 +72,8 @@ impl Engine {
                 let k = SkuKeys::new(&sku);
                 let now = self.now().to_string();
                 let ttl = self.idem_ttl();
-                let v = self.scripts.touch.call(&mut self.conn.clone(), &[&k.inv, &k.holds, &k.hexp, &k.event(event_id)], &[&now, &ttl]).await?;
+                let again = if first { "0" } else { "1" };
+                let v = self.scripts.touch.call(&mut self.conn.clone(), &[&k.inv, &k.holds, &k.hexp, &k.event(event_id)], &[&now, &ttl, again]).await?;
                 Ok::<_, StoreError>((sku, Reply::sku("touch", v)?))
             })
             .buffer_unordered(FAN_OUT)

@@ -89,16 +89,19 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
+    let retried = std::sync::atomic::AtomicBool::new(false);
     let r = f
         .retry(ExponentialBuilder::default().with_min_delay(Duration::from_millis(50)).with_max_delay(Duration::from_secs(5)).without_max_times())
         .when(|e: &StoreError| e.is_retryable() && !*stop.borrow())
         .notify(|e, wait| {
+            retried.store(true, std::sync::atomic::Ordering::Relaxed);
             metrics::counter!(M::RETRIES, "what" => "redis").increment(1);
             metrics::gauge!(M::WAITING, "what" => "redis").set(1.0);
             tracing::warn!(error = %e, retry_in = ?wait, "waiting for Redis to apply {what}")
         })
         .await;
-    if r.is_ok() {
+    // Only a call that waited clears the gauge: the hot path touches no metric.
+    if retried.load(std::sync::atomic::Ordering::Relaxed) && r.is_ok() {
         metrics::gauge!(M::WAITING, "what" => "redis").set(0.0);
     }
     match r {

@@ -13,7 +13,7 @@ use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::store::Conn;
+use crate::store::{Conn, StoreError};
 
 /// What the consumer loop tells the probes.
 #[derive(Debug, Default)]
@@ -27,7 +27,7 @@ pub struct Health {
 
 struct App {
     health: Arc<Health>,
-    redis: Conn,
+    redis_url: String,
     metrics: PrometheusHandle,
 }
 
@@ -40,8 +40,13 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, String) {
-    let mut conn = app.redis.clone();
-    let ping = tokio::time::timeout(Duration::from_secs(1), redis::cmd("PING").query_async::<String>(&mut conn)).await;
+    // A connection of its own: the probe answers before the worker has
+    // one, and says what a fresh client sees.
+    let ping = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut conn = Conn::connect(&app.redis_url).await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(StoreError::from)
+    })
+    .await;
     let mut problems = Vec::new();
     match ping {
         Ok(Ok(_)) => {}
@@ -62,14 +67,14 @@ async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, String) {
 }
 
 /// Binds `addr` (an error names it when taken) and serves until `stop`.
-pub async fn serve(addr: SocketAddr, health: Arc<Health>, redis: Conn, stop: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<SocketAddr> {
+pub async fn serve(addr: SocketAddr, health: Arc<Health>, redis_url: &str, stop: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} for /metrics (RESERVOIR_METRICS_ADDR; `off` disables it): {e}")))?;
     let bound = listener.local_addr()?;
     let handle = crate::metrics::install();
     let upkeep = handle.clone();
-    let app = Arc::new(App { health, redis, metrics: handle });
+    let app = Arc::new(App { health, redis_url: redis_url.to_string(), metrics: handle });
     let router = Router::new().route("/metrics", get(metrics)).route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(app);
     tokio::spawn(async move {
         // Histograms are drained into the exporter's buckets by upkeep.

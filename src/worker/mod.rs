@@ -127,19 +127,20 @@ async fn connect_engine(cfg: &Config, shutdown: &watch::Receiver<bool>) -> Resul
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
     let (stop_tx, stop) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
-    let engine = tokio::select! {
-        e = connect_engine(&cfg, &stop) => e?,
-        _ = &mut shutdown => None,
-    };
-    let Some(engine) = engine else { return Ok(()) };
+    // Probes answer from the start, also while Redis is still awaited.
     let health = Arc::new(Health::default());
     if let Some(addr) = cfg.metrics_addr {
         let mut stopped = stop.clone();
         let until_stop = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        crate::http::serve(addr, health.clone(), engine.conn(), until_stop).await.map_err(WorkerError::Http)?;
+        crate::http::serve(addr, health.clone(), &cfg.redis_url, until_stop).await.map_err(WorkerError::Http)?;
     }
+    let engine = tokio::select! {
+        e = connect_engine(&cfg, &stop) => e?,
+        _ = &mut shutdown => None,
+    };
+    let Some(engine) = engine else { return Ok(()) };
     let publisher = Arc::new(Publisher::new(&cfg)?);
     let consumer: StreamConsumer<Context> = crate::kafka::consumer_config(&cfg).create_with_context(Context { health }).map_err(WorkerError::Consumer)?;
     consumer.subscribe(&cfg.topics.inputs()).map_err(WorkerError::Subscribe)?;

@@ -37,6 +37,7 @@ pub mod http;
 pub mod kafka;
 pub mod local;
 pub mod metrics;
+pub mod ops;
 pub mod publish;
 pub mod qty;
 pub mod store;

@@ -1,0 +1,1 @@
+//! `reservoir replay`: to be written.

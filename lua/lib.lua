@@ -1,6 +1,6 @@
 -- Shared helpers, prepended to every per-sku script (see src/store/scripts.rs).
 --
--- Key layout for one sku S (T is S itself, or a hex form when S has braces,
+-- Key layout for one sku S (T is S itself, or % and its hex form when S has braces or starts with %,
 -- so every key of a sku hashes to the same Redis Cluster slot):
 --   rv:{T}:inv      hash  ex=1, v=version, cfg=settings, bu/pu=units beyond
 --                         stock outstanding as backorders/preorders,

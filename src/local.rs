@@ -106,6 +106,12 @@ pub fn tansu(dir: &Path) -> Result<(Proc, String), LocalError> {
 /// The command line of `reservoir run` (binary `exe`) with every setting of
 /// `cfg` passed through the environment and flags.
 pub fn run_command(exe: &Path, cfg: &Config) -> Command {
+    command(exe, cfg, "run")
+}
+
+/// `reservoir SUBCOMMAND` with every setting of `cfg` passed through the
+/// environment and flags; add the subcommand's own arguments after.
+pub fn command(exe: &Path, cfg: &Config, subcommand: &str) -> Command {
     let t = &cfg.topics;
     let mut cmd = Command::new(exe);
     let settings = [
@@ -122,7 +128,7 @@ pub fn run_command(exe: &Path, cfg: &Config) -> Command {
         ("RESERVOIR_TOPIC_RESERVATIONS", &t.reservations),
         ("RESERVOIR_TOPIC_DEAD_LETTER", &t.dead_letter),
     ];
-    cmd.arg("run").envs(settings).env_remove("RESERVOIR_KAFKA_OPTIONS").env_remove("RESERVOIR_CONFIG");
+    cmd.arg(subcommand).envs(settings).env_remove("RESERVOIR_KAFKA_OPTIONS").env_remove("RESERVOIR_CONFIG");
     cmd.env("RESERVOIR_BATCH_SIZE", cfg.batch_size.to_string());
     cmd.env("RESERVOIR_SWEEP_INTERVAL_MS", cfg.sweep_interval.as_millis().to_string());
     cmd.env("RESERVOIR_METRICS_ADDR", cfg.metrics_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()));

@@ -59,6 +59,55 @@ enum Command {
         #[command(flatten)]
         args: reservoir::bench::BenchArgs,
     },
+    /// Show one sku as stored: levels, holds, open reservations by order, availability per channel, version.
+    ///
+    /// Reads only. Examples:
+    ///   reservoir inspect SKU-1 --redis-url redis://127.0.0.1:6379
+    ///   reservoir inspect SKU-1 --channel eu-web --json | jq .channels
+    #[command(verbatim_doc_comment)]
+    Inspect {
+        /// The sku id, as in the events.
+        sku: String,
+        /// Only this channel's availability.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Print JSON (for scripts) instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        settings: reservoir::config::Settings,
+    },
+    /// Publish a CSV of stock levels (sku,location,on_hand[,in_stock]) as inventory.level.set events.
+    ///
+    /// Rows the workers would refuse are not sent; the summary lists them with
+    /// their line numbers and reasons, and the exit code is 1 if there were any.
+    /// Examples:
+    ///   reservoir import levels.csv --kafka-bootstrap 127.0.0.1:9092
+    ///   reservoir import levels.csv --dry-run          (check the file only)
+    ///   reservoir import levels.csv --start-line 500001 (continue an interrupted import)
+    #[command(verbatim_doc_comment)]
+    Import {
+        #[command(flatten)]
+        args: reservoir::ops::import::ImportArgs,
+        #[command(flatten)]
+        settings: reservoir::config::Settings,
+    },
+    /// Publish the stored availability of every sku again, with the versions it has, to rebuild a downstream cache.
+    ///
+    /// Walks Redis with SCAN (every master of a cluster) a page at a time and
+    /// saves its place after each page; run the same command again to continue
+    /// after an interruption. Stock is not touched.
+    /// Examples:
+    ///   reservoir republish --redis-url redis://127.0.0.1:6379 --kafka-bootstrap 127.0.0.1:9092
+    ///   reservoir republish --channel eu-web --sku-prefix SHOE-
+    ///   reservoir republish --redis-url redis://10.0.0.1:7000,redis://10.0.0.2:7000 --restart
+    #[command(verbatim_doc_comment)]
+    Republish {
+        #[command(flatten)]
+        args: reservoir::ops::republish::RepublishArgs,
+        #[command(flatten)]
+        settings: reservoir::config::Settings,
+    },
     /// Manage the contract's topics.
     Topics {
         #[command(subcommand)]
@@ -135,6 +184,41 @@ async fn main() -> anyhow::Result<()> {
             let report = reservoir::bench::run(args).await.context("the benchmark failed")?;
             print!("{}", report.table());
             println!("{}", report.json());
+        }
+        Command::Inspect { sku, channel, json, mut settings } => {
+            // Inspecting needs no Kafka.
+            settings.kafka_bootstrap.get_or_insert_with(|| "unused:9092".into());
+            let cfg = settings.resolve()?;
+            let mut conn = reservoir::store::Conn::connect(&cfg.redis_url).await.context("cannot connect to Redis")?;
+            let now = reservoir::store::Clock::System.now_ms();
+            let i = reservoir::ops::inspect::inspect(&mut conn, &sku, channel.as_deref(), now).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&i)?);
+            } else {
+                print!("{}", i.table());
+            }
+        }
+        Command::Import { args, mut settings } => {
+            settings.redis_url.get_or_insert_with(|| "redis://unused".into());
+            let cfg = settings.resolve()?;
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = stop.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+            let topic = cfg.topics.stock.clone();
+            let summary = tokio::task::spawn_blocking(move || reservoir::ops::import::import(&cfg, &args, &stop)).await??;
+            print!("{}", summary.report(&topic));
+            if !summary.ok() {
+                std::process::exit(1);
+            }
+        }
+        Command::Republish { args, settings } => {
+            let cfg = settings.resolve()?;
+            let s = reservoir::ops::republish::republish(&cfg, &args, shutdown_signal()).await?;
+            let how = if s.resumed { " (continued from the checkpoint)" } else { "" };
+            println!("republished {} availability message(s) for {} sku(s) to {}{how}", s.messages, s.skus, cfg.topics.availability);
         }
         Command::Topics { command: TopicsCommand::Create { partitions, replication, mut settings } } => {
             // Creating topics needs no Redis.

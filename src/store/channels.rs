@@ -35,7 +35,7 @@ impl ChannelCache {
     }
 }
 
-async fn load(conn: &mut Conn) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
+pub async fn load(conn: &mut Conn) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
     let names: Vec<String> = redis::cmd("SMEMBERS").arg(keys::CHANNELS).query_async(conn).await?;
     let mut out = BTreeMap::new();
     for name in names {

@@ -4,6 +4,7 @@
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::io::tcp::TcpSettings;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, ErrorKind, IntoConnectionInfo, Pipeline, RedisFuture, ServerErrorKind, Value};
 
 use super::StoreError;
@@ -112,4 +113,99 @@ impl Lua {
             r => r.map_err(|e| StoreError::from_script(self.name, e)),
         }
     }
+}
+
+/// Key listing for operator tools: bounded pages, on one Redis or on every
+/// master of a cluster.
+impl Conn {
+    /// The servers a full SCAN must visit: `["server"]` for one Redis, the
+    /// masters' `host:port` (sorted) for a cluster.
+    pub async fn scan_nodes(&mut self) -> Result<Vec<String>, StoreError> {
+        let Conn::Cluster(c) = self else { return Ok(vec![SINGLE.to_string()]) };
+        let slots: Value = redis::cmd("CLUSTER").arg("SLOTS").query_async(c).await?;
+        let mut out = Vec::new();
+        // Each entry: [start, end, [host, port, id, ...] (the master), replicas...].
+        for range in super::reply::items(&slots).unwrap_or_default() {
+            let master = super::reply::items(range).and_then(|r| r.get(2)).and_then(super::reply::items);
+            if let Some([host, port, ..]) = master {
+                if let (Some(h), Some(p)) = (super::reply::text(host), super::reply::text(port)) {
+                    out.push(format!("{h}:{p}"));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        if out.is_empty() {
+            return Err(StoreError::Reply("CLUSTER SLOTS named no master".into()));
+        }
+        Ok(out)
+    }
+
+    /// One SCAN page on `node` (from [`Conn::scan_nodes`]): (next cursor, keys).
+    /// Cursor 0 in the reply means the node is done.
+    pub async fn scan_page(&mut self, node: &str, cursor: u64, pattern: &str, count: usize, ty: &str) -> Result<(u64, Vec<String>), StoreError> {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(count).arg("TYPE").arg(ty);
+        let v = match self {
+            Conn::Single(c) => cmd.query_async::<Value>(c).await?,
+            Conn::Cluster(c) => {
+                let (host, port) = node
+                    .rsplit_once(':')
+                    .and_then(|(h, p)| Some((h.to_string(), p.parse().ok()?)))
+                    .ok_or_else(|| StoreError::Invalid(format!("cluster node {node:?} is not HOST:PORT")))?;
+                c.route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port })).await?
+            }
+        };
+        redis::from_redis_value::<(u64, Vec<String>)>(v).map_err(|e| StoreError::Reply(format!("SCAN on {node}: {e}")))
+    }
+
+    /// Every key that starts with `prefix`, whose hash tag puts all of them
+    /// in one slot (a sku's order records). On a cluster this lists the
+    /// slot's keys; on one Redis it SCANs the whole keyspace, so it suits a
+    /// person's inspection, not a hot path.
+    pub async fn keys_with_prefix(&mut self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        match self {
+            Conn::Single(_) => {
+                let pattern = format!("{}*", glob_escape(prefix));
+                let mut cursor = 0;
+                loop {
+                    let (next, keys) = self.scan_page(SINGLE, cursor, &pattern, 10_000, "hash").await?;
+                    out.extend(keys);
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+            Conn::Cluster(c) => {
+                let slot: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(prefix).query_async(c).await?;
+                let route = || RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master)));
+                let mut count = redis::cmd("CLUSTER");
+                count.arg("COUNTKEYSINSLOT").arg(slot);
+                let n: u64 = redis::from_redis_value(c.route_command(count, route()).await?).map_err(|e| StoreError::Reply(e.to_string()))?;
+                let mut get = redis::cmd("CLUSTER");
+                get.arg("GETKEYSINSLOT").arg(slot).arg(n.max(1));
+                let keys: Vec<String> = redis::from_redis_value(c.route_command(get, route()).await?).map_err(|e| StoreError::Reply(e.to_string()))?;
+                out.extend(keys.into_iter().filter(|k| k.starts_with(prefix)));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// The one node of a single Redis, in [`Conn::scan_nodes`].
+pub const SINGLE: &str = "server";
+
+/// `text` as a SCAN MATCH pattern that matches only itself.
+pub fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
 }

@@ -1,15 +1,40 @@
 //! Redis key names. Every key of one sku carries the same hash tag, so a
 //! script over them runs on one Redis Cluster slot.
 
-/// The hash tag for a sku: the sku itself, or its hex form when it holds a
-/// brace (which would end or split the tag).
-pub fn tag(sku: &str) -> String {
-    if sku.contains(['{', '}']) {
-        let hex: String = sku.bytes().map(|b| format!("{b:02x}")).collect();
-        format!("x{hex}")
+/// The hash tag for an id (sku, order, cart): the id itself, or `%` and
+/// its hex form when it holds a brace (which would end or split the tag) or
+/// starts with `%`. One tag per id and back, so tools can read the sku out
+/// of a key ([`sku_of_inv_key`]).
+pub fn tag(id: &str) -> String {
+    if id.contains(['{', '}']) || id.starts_with('%') {
+        let hex: String = id.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("%{hex}")
     } else {
-        sku.to_string()
+        id.to_string()
     }
+}
+
+/// The id a tag stands for; None for text no [`tag`] call returns.
+pub fn untag(text: &str) -> Option<String> {
+    if text.contains(['{', '}']) {
+        return None;
+    }
+    let Some(hex) = text.strip_prefix('%') else { return Some(text.to_string()) };
+    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("checked hex")).collect();
+    String::from_utf8(bytes).ok().filter(|id| tag(id) == text)
+}
+
+/// SCAN pattern of every sku's `inv` hash (type hash).
+pub const INV_PATTERN: &str = "rv:{*}:inv";
+
+/// The sku whose `inv` hash this key is; None for any other key (an order
+/// or event id can end in `:inv`, but then the text between the braces is
+/// no tag).
+pub fn sku_of_inv_key(key: &str) -> Option<String> {
+    untag(key.strip_prefix("rv:{")?.strip_suffix("}:inv")?)
 }
 
 /// The keys every per-sku script takes first: inv, holds, hexp.
@@ -42,18 +67,18 @@ pub fn order(order_id: &str) -> (String, String) {
 }
 
 /// A channel's locations (JSON list). Channel keys share one slot so they
-/// can be written together.
+/// can be written together, and none starts with `rv:{` like a sku's.
 pub fn channel(name: &str) -> String {
-    format!("rv:{{ch}}:{name}")
+    format!("rv:ch:{{ch}}:c:{name}")
 }
 
 /// The marker of an applied `inventory.channel.configured` event.
 pub fn channel_event(event_id: &str) -> String {
-    format!("rv:{{ch}}:e:{event_id}")
+    format!("rv:ch:{{ch}}:e:{event_id}")
 }
 
 /// The set of all channel names.
-pub const CHANNELS: &str = "rv:{ch}";
+pub const CHANNELS: &str = "rv:ch:{ch}";
 
 /// Skus with a level at a location, so a channel change can find them.
 pub fn location_skus(location: &str) -> String {
@@ -99,7 +124,22 @@ mod tests {
         let k = SkuKeys::new("SKU-1");
         assert_eq!(k.inv, "rv:{SKU-1}:inv");
         assert_eq!(k.order("o-1"), "rv:{SKU-1}:o:o-1");
-        assert_eq!(SkuKeys::new("a{b}").inv, "rv:{x617b627d}:inv");
+        assert_eq!(SkuKeys::new("a{b}").inv, "rv:{%617b627d}:inv");
+    }
+
+    #[test]
+    fn tags_map_back_to_one_id() {
+        for id in ["SKU-1", "a{b}", "%41", "x617b627d", "é}", "a:inv", "%"] {
+            assert_eq!(untag(&tag(id)).as_deref(), Some(id), "{id}");
+            assert_eq!(sku_of_inv_key(&SkuKeys::new(id).inv).as_deref(), Some(id), "{id}");
+        }
+        // Two ids never share a tag: a '%' id is always hexed.
+        assert_ne!(tag("%617b"), tag("a{"));
+        assert_eq!(untag("%41"), None, "'A' is tagged as itself, so %41 is no tag");
+        assert_eq!(untag("%4"), None);
+        assert_eq!(sku_of_inv_key("rv:{SKU}:o:x}:inv"), None);
+        assert_eq!(sku_of_inv_key("rv:{SKU}:holds"), None);
+        assert_eq!(sku_of_inv_key(&channel("inv")), None);
     }
 
     #[test]

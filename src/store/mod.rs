@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use channels::load as read_channels;
 pub use conn::Conn;
 pub use orders::{CancelOutcome, CreditLine, CreditMemo, OrderLine, PlaceOrder, Shipment, ShipmentLine};
 

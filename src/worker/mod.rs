@@ -29,6 +29,7 @@ use crate::http::Health;
 use crate::publish::{PublishError, Publisher};
 use crate::store::{Engine, StoreError};
 
+pub use apply::availability_out;
 pub use batch::BatchStats;
 
 #[derive(Debug, thiserror::Error)]

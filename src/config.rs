@@ -9,6 +9,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::store::EngineConfig;
+use crate::wire::TopicKind;
 
 /// Topic names (defaults as in the contract).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +40,39 @@ impl Default for Topics {
 }
 
 impl Topics {
+    /// Every default name with `suffix` appended: fresh topics for a test
+    /// or benchmark run.
+    pub fn suffixed(suffix: &str) -> Topics {
+        let d = Topics::default();
+        let s = |t: &str| format!("{t}{suffix}");
+        Topics {
+            stock: s(&d.stock),
+            carts: s(&d.carts),
+            orders: s(&d.orders),
+            shipments: s(&d.shipments),
+            credit_memos: s(&d.credit_memos),
+            availability: s(&d.availability),
+            reservations: s(&d.reservations),
+            dead_letter: s(&d.dead_letter),
+        }
+    }
+
+    /// The configured name of an input topic.
+    pub fn input(&self, kind: TopicKind) -> &str {
+        match kind {
+            TopicKind::Stock => &self.stock,
+            TopicKind::Carts => &self.carts,
+            TopicKind::Orders => &self.orders,
+            TopicKind::Shipments => &self.shipments,
+            TopicKind::CreditMemos => &self.credit_memos,
+        }
+    }
+
+    /// Which input a configured topic name is; None for any other topic.
+    pub fn kind_of(&self, topic: &str) -> Option<TopicKind> {
+        TopicKind::ALL.into_iter().find(|k| self.input(*k) == topic)
+    }
+
     pub fn inputs(&self) -> [&str; 5] {
         [&self.stock, &self.carts, &self.orders, &self.shipments, &self.credit_memos]
     }
@@ -289,6 +323,17 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn input_topics_by_kind_and_back() {
+        let t = Topics::suffixed("-x");
+        assert_eq!(t.stock, "inventory.stock-x");
+        for k in TopicKind::ALL {
+            assert_eq!(t.kind_of(t.input(k)), Some(k));
+            assert_eq!(Topics::default().input(k), k.default_name());
+        }
+        assert_eq!(t.kind_of(&t.availability), None);
+    }
 
     #[test]
     fn missing_endpoints_name_the_setting() {

@@ -23,6 +23,8 @@
 //! - [`worker`]: `run(cfg, shutdown)`: the consumer loop, batching,
 //!   applying events, coalescing availability, rebalance and shutdown.
 //! - [`tools`]: play example events, tail output topics.
+//! - [`ops`]: operator commands: inspect a sku, import levels from CSV,
+//!   republish availability, replay an input topic.
 //! - [`metrics`] and [`http`]: Prometheus metrics and the `/metrics`,
 //!   `/healthz` and `/readyz` port.
 //! - [`bench`]: `reservoir bench`, the end-to-end benchmark (seeded

@@ -59,7 +59,7 @@ enum Command {
         #[command(flatten)]
         args: reservoir::bench::BenchArgs,
     },
-    /// Show one sku as stored: levels, holds, open reservations by order, availability per channel, version.
+    /// Show one sku as stored: levels, holds, open reservations by order, availability per channel, version
     ///
     /// Reads only. Examples:
     ///   reservoir inspect SKU-1 --redis-url redis://127.0.0.1:6379
@@ -77,7 +77,7 @@ enum Command {
         #[command(flatten)]
         settings: reservoir::config::Settings,
     },
-    /// Publish a CSV of stock levels (sku,location,on_hand[,in_stock]) as inventory.level.set events.
+    /// Publish a CSV of stock levels (sku,location,on_hand[,in_stock]) as inventory.level.set events
     ///
     /// Rows the workers would refuse are not sent; the summary lists them with
     /// their line numbers and reasons, and the exit code is 1 if there were any.
@@ -92,7 +92,7 @@ enum Command {
         #[command(flatten)]
         settings: reservoir::config::Settings,
     },
-    /// Publish the stored availability of every sku again, with the versions it has, to rebuild a downstream cache.
+    /// Publish the stored availability of every sku again, with the versions it has, to rebuild a downstream cache
     ///
     /// Walks Redis with SCAN (every master of a cluster) a page at a time and
     /// saves its place after each page; run the same command again to continue

@@ -10,6 +10,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::config::Config;
+use crate::wire::TopicKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
@@ -57,14 +58,6 @@ pub fn load_examples(dir: &Path) -> Result<Vec<Example>, ToolError> {
     Ok(out)
 }
 
-/// Maps an example folder (a default topic name) to the configured topic.
-fn topic_for(cfg: &Config, dir: &str) -> Option<String> {
-    let d = crate::config::Topics::default();
-    let t = &cfg.topics;
-    let pairs = [(&d.stock, &t.stock), (&d.carts, &t.carts), (&d.orders, &t.orders), (&d.shipments, &t.shipments), (&d.credit_memos, &t.credit_memos)];
-    pairs.iter().find(|(def, _)| def.as_str() == dir).map(|(_, real)| real.to_string())
-}
-
 /// Produces the input examples of `dir` in play order, waiting `delay`
 /// after each (the worker reads topics in parallel, so a story spanning
 /// topics needs time between steps); returns how many.
@@ -74,9 +67,11 @@ pub async fn play(cfg: &Config, dir: &Path, delay: Duration) -> Result<usize, To
     let producer: FutureProducer = crate::kafka::producer_config(cfg).set("batch.num.messages", "1").create()?;
     let mut n = 0;
     for ex in load_examples(dir)? {
-        let Some(topic) = topic_for(cfg, &ex.topic_dir) else { continue };
+        // Example folders are named after the default topic names.
+        let Some(kind) = TopicKind::ALL.into_iter().find(|k| k.default_name() == ex.topic_dir) else { continue };
+        let topic = cfg.topics.input(kind);
         producer
-            .send(FutureRecord::to(&topic).key(&ex.key).payload(&ex.value), Duration::from_secs(30))
+            .send(FutureRecord::to(topic).key(&ex.key).payload(&ex.value), Duration::from_secs(30))
             .await
             .map_err(|(e, _)| e)?;
         println!("sent {} -> {topic} (key {})", ex.path.file_name().unwrap_or_default().to_string_lossy(), ex.key);

@@ -24,7 +24,6 @@ use crate::config::{Config, Topics};
 use crate::local::{self, Proc};
 use crate::qty::Qty;
 use crate::store::{Clock, Engine, EngineConfig};
-use crate::wire::TopicKind;
 
 /// How far the generator may run ahead of the worker at full speed.
 const MAX_BACKLOG: i64 = 50_000;
@@ -142,22 +141,12 @@ struct Bench {
     bar: ProgressBar,
 }
 
-fn topic(t: &Topics, k: TopicKind) -> &str {
-    match k {
-        TopicKind::Stock => &t.stock,
-        TopicKind::Carts => &t.carts,
-        TopicKind::Orders => &t.orders,
-        TopicKind::Shipments => &t.shipments,
-        TopicKind::CreditMemos => &t.credit_memos,
-    }
-}
-
 impl Bench {
     async fn send(&self, e: &GenEvent) {
         if e.answered {
             self.shared.sent.lock().unwrap().insert(e.seq, Instant::now());
         }
-        let mut rec = BaseRecord::to(topic(&self.cfg.topics, e.topic)).key(e.key.as_str()).payload(e.payload.as_slice());
+        let mut rec = BaseRecord::to(self.cfg.topics.input(e.topic)).key(e.key.as_str()).payload(e.payload.as_slice());
         loop {
             match self.producer.send(rec) {
                 Ok(()) => return,
@@ -296,21 +285,6 @@ impl Bench {
     }
 }
 
-fn bench_topics(run: &str) -> Topics {
-    let d = Topics::default();
-    let s = |t: &str| format!("{t}.bench-{run}");
-    Topics {
-        stock: s(&d.stock),
-        carts: s(&d.carts),
-        orders: s(&d.orders),
-        shipments: s(&d.shipments),
-        credit_memos: s(&d.credit_memos),
-        availability: s(&d.availability),
-        reservations: s(&d.reservations),
-        dead_letter: s(&d.dead_letter),
-    }
-}
-
 fn spinner() -> ProgressBar {
     let bar = ProgressBar::new_spinner();
     bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}").expect("template"));
@@ -401,7 +375,7 @@ pub(super) async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     bar.println(format!("bench: Kafka {kafka}, Redis {redis_url}; logs in {}", dir.display()));
 
     let mut cfg = Config::new(&kafka, &redis_url, &format!("reservoir-bench-{run_id}"));
-    cfg.topics = bench_topics(&run_id);
+    cfg.topics = Topics::suffixed(&format!(".bench-{run_id}"));
     cfg.source = "reservoir-bench".into();
     if let Some(b) = args.batch_size {
         cfg.batch_size = b;

@@ -139,7 +139,7 @@ pub fn build<'a>(
             continue;
         }
         let mut lines = Vec::new();
-        for line in m.get("ln").map(|l| l.split(US).collect()).unwrap_or_default() {
+        for line in m.get("ln").map(|l| l.split(US).collect::<Vec<_>>()).unwrap_or_default() {
             let field = |p: &str| m.get(format!("{p}:{line}").as_str()).copied().unwrap_or("0");
             let alloc = m.get(format!("a:{line}").as_str()).map(|a| a.split(US).collect::<Vec<_>>()).unwrap_or_default();
             lines.push(OrderLineRow {

@@ -19,6 +19,8 @@ pub enum TopicKind {
 }
 
 impl TopicKind {
+    pub const ALL: [TopicKind; 5] = [TopicKind::Stock, TopicKind::Carts, TopicKind::Orders, TopicKind::Shipments, TopicKind::CreditMemos];
+
     pub fn default_name(self) -> &'static str {
         match self {
             TopicKind::Stock => "inventory.stock",

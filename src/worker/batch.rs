@@ -16,7 +16,7 @@ use super::WorkerError;
 use crate::config::Config;
 use crate::metrics as M;
 use crate::domain::AvailabilityUpdate;
-use crate::wire::{self as events, TopicKind};
+use crate::wire as events;
 use crate::publish::{Out, PublishError, Publisher};
 use crate::store::{Engine, StoreError};
 
@@ -70,18 +70,6 @@ impl Coalesced {
     }
 }
 
-fn kind_of(cfg: &Config, topic: &str) -> Option<TopicKind> {
-    let t = &cfg.topics;
-    Some(match topic {
-        x if x == t.stock => TopicKind::Stock,
-        x if x == t.carts => TopicKind::Carts,
-        x if x == t.orders => TopicKind::Orders,
-        x if x == t.shipments => TopicKind::Shipments,
-        x if x == t.credit_memos => TopicKind::CreditMemos,
-        _ => return None,
-    })
-}
-
 /// Retries a store call while Redis is unavailable, saying so in the log;
 /// gives up only when the worker is stopping.
 pub(super) async fn with_redis<T, F, Fut>(what: &str, stop: &watch::Receiver<bool>, f: F) -> Result<T, WorkerError>
@@ -124,7 +112,7 @@ impl Processor {
         metrics::histogram!(M::BATCH_MESSAGES).record(msgs.len() as f64);
         for m in msgs {
             metrics::counter!(M::CONSUMED, "topic" => m.topic().to_string()).increment(1);
-            let Some(kind) = kind_of(&self.cfg, m.topic()) else { continue };
+            let Some(kind) = self.cfg.topics.kind_of(m.topic()) else { continue };
             match events::decode(kind, m.payload().unwrap_or_default(), self.cfg.max_message_bytes) {
                 Ok(ev) => {
                     let k = (m.topic(), m.partition(), m.key().unwrap_or_default());

@@ -96,18 +96,7 @@ impl Drop for Broker {
 
 /// Random topic names for one test.
 pub fn topics() -> Topics {
-    let u = uid();
-    let d = Topics::default();
-    Topics {
-        stock: format!("{}-{u}", d.stock),
-        carts: format!("{}-{u}", d.carts),
-        orders: format!("{}-{u}", d.orders),
-        shipments: format!("{}-{u}", d.shipments),
-        credit_memos: format!("{}-{u}", d.credit_memos),
-        availability: format!("{}-{u}", d.availability),
-        reservations: format!("{}-{u}", d.reservations),
-        dead_letter: format!("{}-{u}", d.dead_letter),
-    }
+    Topics::suffixed(&format!("-{}", uid()))
 }
 
 /// A worker config with random topics and group, topics created.

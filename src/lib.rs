@@ -23,6 +23,8 @@
 //! - [`worker`]: `run(cfg, shutdown)`: the consumer loop, batching,
 //!   applying events, coalescing availability, rebalance and shutdown.
 //! - [`tools`]: play example events, tail output topics.
+//! - [`ops`]: operator commands; `reservoir replay` moves the stopped
+//!   worker group's offsets on an input topic back.
 //! - [`metrics`] and [`http`]: Prometheus metrics and the `/metrics`,
 //!   `/healthz` and `/readyz` port.
 //! - [`bench`]: `reservoir bench`, the end-to-end benchmark (seeded

@@ -108,6 +108,16 @@ enum Command {
         #[command(flatten)]
         settings: reservoir::config::Settings,
     },
+    /// Move the worker group's offsets on an input topic back (workers stopped), so they re-read its events.
+    ///
+    /// Refuses while the group has members, and (unless --force) when it would re-read events older than the
+    /// idempotency retention. Prints per partition: the committed offset, the new one, the messages to re-read.
+    Replay {
+        #[command(flatten)]
+        args: reservoir::ops::replay::ReplayArgs,
+        #[command(flatten)]
+        settings: reservoir::config::Settings,
+    },
     /// Manage the contract's topics.
     Topics {
         #[command(subcommand)]
@@ -219,6 +229,13 @@ async fn main() -> anyhow::Result<()> {
             let s = reservoir::ops::republish::republish(&cfg, &args, shutdown_signal()).await?;
             let how = if s.resumed { " (continued from the checkpoint)" } else { "" };
             println!("republished {} availability message(s) for {} sku(s) to {}{how}", s.messages, s.skus, cfg.topics.availability);
+        }
+        Command::Replay { args, mut settings } => {
+            // Replaying moves Kafka offsets only.
+            settings.redis_url.get_or_insert_with(|| "redis://unused".into());
+            let cfg = settings.resolve()?;
+            let plan = reservoir::ops::replay::replay(&cfg, &args).await?;
+            print!("{}", plan.table());
         }
         Command::Topics { command: TopicsCommand::Create { partitions, replication, mut settings } } => {
             // Creating topics needs no Redis.

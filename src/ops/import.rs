@@ -203,15 +203,14 @@ pub fn import(cfg: &Config, args: &ImportArgs, stop: &AtomicBool) -> Result<Impo
     let producer: Option<ThreadedProducer<Deliveries>> = if args.dry_run {
         None
     } else {
-        Some(
-            crate::kafka::producer_config(cfg)
-                // Throughput over latency: large, compressed batches.
-                .set("linger.ms", "50")
-                .set("batch.num.messages", "10000")
-                .set("batch.size", "1000000")
-                .set("queue.buffering.max.messages", "200000")
-                .create_with_context(Deliveries::default())?,
-        )
+        let mut c = crate::kafka::producer_config(cfg);
+        // Throughput over latency: large, compressed batches; the user's
+        // --kafka-option settings still win.
+        c.set("linger.ms", "50").set("batch.num.messages", "10000").set("batch.size", "1000000").set("queue.buffering.max.messages", "200000");
+        for (k, v) in &cfg.kafka_options {
+            c.set(k, v);
+        }
+        Some(c.create_with_context(Deliveries::default())?)
     };
     let bar = indicatif::ProgressBar::new(size);
     bar.set_style(

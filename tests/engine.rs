@@ -370,6 +370,9 @@ async fn works_on_a_redis_cluster() {
     let rej = e.place_order(&order(&n, "o-2", &[("1", "SKU-1", "1"), ("2", "SKU-3", "2")])).await.unwrap();
     rejected(&rej.outcome);
     assert_eq!(available(&e, &n, "SKU-1").await, q("1"));
+    // The full audit walks every master: o-1 reserves on two skus.
+    let report = reservoir::ops::audit::audit(&mut e.conn(), None, 7).await.unwrap();
+    assert!(report.skus >= 3 && report.open_orders >= 2 && report.violations() == 0, "{}", report.table());
     let h = e.hold(&n.n("ev-h"), &n.n("cart"), &n.n("eu"), &n.n("SKU-1"), q("1"), Some(1)).await.unwrap();
     assert!(!h.outcome.confirmed, "an already expired hold is rejected");
     e.hold(&n.n("ev-h2"), &n.n("cart"), &n.n("eu"), &n.n("SKU-1"), q("1"), None).await.unwrap();

@@ -89,7 +89,8 @@ async fn counters_move_by_what_the_traffic_did() {
     avail.until(T, "available 1", |s| support::kafka::latest(s).get(&key).is_some_and(|v| v["available"] == json!(1))).await;
     avail.drain(Duration::from_secs(1)).await;
     let published = avail.seen.len() as f64;
-    let expected: &[(&str, &[(&str, &str)], f64)] = &[
+    type Sample<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
+    let expected: &[Sample] = &[
         ("reservoir_events_consumed_total", &[("topic", &t.stock)], 2.0),
         ("reservoir_events_consumed_total", &[("topic", &t.orders)], 3.0),
         ("reservoir_events_consumed_total", &[("topic", &t.carts)], 1.0),

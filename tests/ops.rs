@@ -98,6 +98,18 @@ async fn inspect_shows_levels_holds_orders_and_availability() {
     let table = text(&out.stdout);
     assert!(out.status.success() && table.contains("order o-1") && table.contains("cart cart-1") && table.contains(&ch), "{table}");
 
+    // The counters agree with the records; a corrupted one is found.
+    let out = run(cli(&cfg, "audit")).await;
+    assert!(out.status.success() && text(&out.stdout).contains("0 violation(s)"), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("1 open order reservation(s)"), "{}", text(&out.stdout));
+    let mut r = redis::Client::open(stack.redis_url.as_str()).unwrap().get_connection().unwrap();
+    redis::cmd("HINCRBY").arg(reservoir::store::keys::SkuKeys::new(&sku).inv).arg("r:wh-1").arg(10000).query::<i64>(&mut r).unwrap();
+    let out = run(cli(&cfg, "audit")).await;
+    let found = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{found}");
+    assert!(found.contains(&format!("VIOLATION: sku {sku:?} at \"wh-1\": reserved is 6 but its holds and open reservations add up to 5")), "{found}");
+    redis::cmd("HINCRBY").arg(reservoir::store::keys::SkuKeys::new(&sku).inv).arg("r:wh-1").arg(-10000).query::<i64>(&mut r).unwrap();
+
     let out = run({
         let mut c = cli(&cfg, "inspect");
         c.args([&sku, "--channel", "nope"]);

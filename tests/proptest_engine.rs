@@ -776,6 +776,14 @@ async fn run_case(ctx: &Ctx, case: &Case) -> Result<(), TestCaseError> {
             }
         }
     }
+    // Counters agree with the holds and reservations they count.
+    for sku in &skus {
+        let found = reservoir::ops::audit::audit_sku(&mut ctx.engine.conn(), sku).await.map_err(|e| TestCaseError::fail(format!("audit of {sku}: {e}")))?;
+        let violations: Vec<_> = found.iter().filter(|f| f.is_violation()).map(|f| n.short(&f.message)).collect();
+        if !violations.is_empty() {
+            return Err(TestCaseError::fail(format!("audit after the sequence: {violations:#?}\n\nsequence:\n{}\n", log.join("\n"))));
+        }
+    }
     Ok(())
 }
 

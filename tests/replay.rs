@@ -121,7 +121,7 @@ async fn refuses_while_a_worker_runs_then_the_worker_rereads_and_nothing_changes
     for r in &results.seen[..seen_before] {
         assert!(again.contains(&(r.value["type"].clone(), r.value["data"]["order_id"].clone())), "{} re-read with the same result", r.value["data"]["order_id"]);
     }
-    let after = latest(&avail.drain(Duration::from_secs(1)).await.to_vec())[&key].clone();
+    let after = latest(avail.drain(Duration::from_secs(1)).await)[&key].clone();
     for f in ["available", "on_hand", "reserved", "status", "version"] {
         assert_eq!(after[f], first[f], "{f} after the replay");
     }

@@ -194,7 +194,7 @@ async fn duplicates_new_event_ids_and_replays_change_nothing() {
     assert!(results.seen.iter().all(|r| r.value["type"] == "inventory.reservation.confirmed"));
     avail.until(T, "republished availability", |s| latest(s)[&key]["version"].as_u64() >= before["version"].as_u64()).await;
     replay.stop().await;
-    let after = latest(&avail.drain(Duration::from_secs(1)).await.to_vec())[&key].clone();
+    let after = latest(avail.drain(Duration::from_secs(1)).await)[&key].clone();
     for f in ["available", "on_hand", "reserved", "status", "version"] {
         assert_eq!(after[f], before[f], "{f} after a replay");
     }

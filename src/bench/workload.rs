@@ -54,12 +54,15 @@ pub struct GenEvent {
     pub answered: bool,
 }
 
-/// A confirmed order as the results topic reports it: per line, its sku
-/// and the (location, quantity) allocations.
+/// (location, quantity in ten-thousandths) allocations of one line.
+pub type Allocations = Vec<(String, i64)>;
+
+/// A confirmed order as the results topic reports it: per line, its id,
+/// sku and allocations.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConfirmedOrder {
     pub order_id: String,
-    pub lines: Vec<(String, String, Vec<(String, i64)>)>,
+    pub lines: Vec<(String, String, Allocations)>,
 }
 
 impl ConfirmedOrder {

@@ -82,6 +82,38 @@ pub struct ChannelRow {
     pub availability: Availability,
 }
 
+/// A sku's hashes as stored, read in one atomic step: `inv`, `holds` and
+/// every order record (order id, fields), in HGETALL order.
+pub struct RawSku {
+    pub inv: Vec<String>,
+    pub holds: Vec<String>,
+    pub orders: Vec<(String, Vec<String>)>,
+}
+
+/// Reads a sku's hashes. All its keys share a slot, so one MULTI sees them
+/// at one instant; the order keys are listed first (see
+/// [`Conn::keys_with_prefix`]).
+pub async fn read_raw(conn: &mut Conn, sku: &str) -> Result<RawSku, StoreError> {
+    crate::store::check_id("sku", sku)?;
+    let k = SkuKeys::new(sku);
+    let order_prefix = k.order("");
+    let order_keys = conn.keys_with_prefix(&order_prefix).await?;
+    let mut pipe = redis::pipe();
+    pipe.atomic().hgetall(&k.inv).hgetall(&k.holds);
+    for key in &order_keys {
+        pipe.hgetall(key);
+    }
+    let mut replies: Vec<Vec<String>> = pipe.query_async(conn).await?;
+    if replies.len() != order_keys.len() + 2 {
+        return Err(StoreError::Reply("short pipeline reply".into()));
+    }
+    let orders = replies.split_off(2);
+    let holds = replies.pop().unwrap_or_default();
+    let inv = replies.pop().unwrap_or_default();
+    let orders = order_keys.iter().map(|key| key[order_prefix.len()..].to_string()).zip(orders).collect();
+    Ok(RawSku { inv, holds, orders })
+}
+
 /// Reads the sku; `channel` limits the availability rows to one channel
 /// (an unknown channel is an error naming the known ones).
 pub async fn inspect(conn: &mut Conn, sku: &str, channel: Option<&str>, now_ms: i64) -> Result<Inspection, StoreError> {
@@ -94,18 +126,9 @@ pub async fn inspect(conn: &mut Conn, sku: &str, channel: Option<&str>, now_ms: 
         }
         channels.retain(|name, _| name == c);
     }
-    let k = SkuKeys::new(sku);
-    let order_prefix = k.order("");
-    let order_keys = conn.keys_with_prefix(&order_prefix).await?;
-    let mut pipe = redis::pipe();
-    pipe.atomic().hgetall(&k.inv).hgetall(&k.holds);
-    for key in &order_keys {
-        pipe.hgetall(key);
-    }
-    let replies: Vec<Vec<String>> = pipe.query_async(conn).await?;
-    let [inv, holds, orders @ ..] = replies.as_slice() else { return Err(StoreError::Reply("short pipeline reply".into())) };
-    let orders = order_keys.iter().zip(orders).map(|(key, fields)| (key[order_prefix.len()..].to_string(), fields.as_slice()));
-    build(sku, inv, holds, orders, &channels, now_ms).map_err(StoreError::Reply)
+    let raw = read_raw(conn, sku).await?;
+    let orders = raw.orders.iter().map(|(id, fields)| (id.clone(), fields.as_slice()));
+    build(sku, &raw.inv, &raw.holds, orders, &channels, now_ms).map_err(StoreError::Reply)
 }
 
 /// The inspection from raw hash fields (HGETALL order): pure, for tests.

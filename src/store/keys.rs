@@ -37,6 +37,15 @@ pub fn sku_of_inv_key(key: &str) -> Option<String> {
     untag(key.strip_prefix("rv:{")?.strip_suffix("}:inv")?)
 }
 
+/// SCAN pattern of the per-sku order records (type hash).
+pub const ORDER_RECORD_PATTERN: &str = "rv:{*}:o:*";
+
+/// The sku of a per-sku order record key; None for any other key.
+pub fn sku_of_order_key(key: &str) -> Option<String> {
+    let (tag, rest) = key.strip_prefix("rv:{")?.split_once('}')?;
+    rest.starts_with(":o:").then(|| untag(tag))?
+}
+
 /// The keys every per-sku script takes first: inv, holds, hexp.
 pub struct SkuKeys {
     pub inv: String,
@@ -140,6 +149,9 @@ mod tests {
         assert_eq!(sku_of_inv_key("rv:{SKU}:o:x}:inv"), None);
         assert_eq!(sku_of_inv_key("rv:{SKU}:holds"), None);
         assert_eq!(sku_of_inv_key(&channel("inv")), None);
+        assert_eq!(sku_of_order_key(&SkuKeys::new("a{b}").order("o}:1")).as_deref(), Some("a{b}"));
+        assert_eq!(sku_of_order_key(&SkuKeys::new("S").event("x}:o:y")), None);
+        assert_eq!(sku_of_order_key(&order("o-1").0), None);
     }
 
     #[test]

@@ -23,6 +23,8 @@
 //! - [`worker`]: `run(cfg, shutdown)`: the consumer loop, batching,
 //!   applying events, coalescing availability, rebalance and shutdown.
 //! - [`tools`]: play example events, tail output topics.
+//! - [`soak`]: `reservoir soak`, workers under load and injected faults,
+//!   with the guarantees checked after.
 //! - [`ops`]: operator commands: inspect a sku, import levels from CSV,
 //!   republish availability, replay an input topic.
 //! - [`metrics`] and [`http`]: Prometheus metrics and the `/metrics`,
@@ -42,6 +44,7 @@ pub mod metrics;
 pub mod ops;
 pub mod publish;
 pub mod qty;
+pub mod soak;
 pub mod store;
 pub mod tools;
 pub mod worker;

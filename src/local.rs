@@ -42,7 +42,8 @@ pub struct Proc {
 
 impl Proc {
     fn spawn(mut cmd: Command, program: &str, log: PathBuf) -> Result<Proc, LocalError> {
-        let out = std::fs::File::create(&log)?;
+        // Appended to, so a restarted server keeps the history before it.
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
         let child = cmd
             .stdout(Stdio::from(out.try_clone()?))
             .stderr(Stdio::from(out))
@@ -80,26 +81,36 @@ impl Drop for Proc {
 
 /// `redis-server` with AOF (`appendfsync everysec`) in `dir`.
 pub fn redis(dir: &Path) -> Result<(Proc, String), LocalError> {
-    let port = free_port()?;
+    redis_at(dir, free_port()?, "everysec")
+}
+
+/// `redis-server` on `port` with AOF (`appendfsync` = `fsync`) in `dir`:
+/// started again with the same arguments it finds its data.
+pub fn redis_at(dir: &Path, port: u16, fsync: &str) -> Result<(Proc, String), LocalError> {
     let mut cmd = Command::new("redis-server");
-    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "everysec"])
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", fsync])
         .arg("--dir")
         .arg(dir);
-    let p = Proc::spawn(cmd, "redis-server", dir.join("redis.log"))?;
-    wait_listening("redis-server", port, &p.log, Duration::from_secs(10))?;
+    let p = Proc::spawn(cmd, "redis-server", dir.join(format!("redis-{port}.log")))?;
+    wait_listening("redis-server", port, &p.log, Duration::from_secs(30))?;
     Ok((p, format!("redis://127.0.0.1:{port}")))
 }
 
 /// Tansu with in-memory storage.
 pub fn tansu(dir: &Path) -> Result<(Proc, String), LocalError> {
-    let port = free_port()?;
+    tansu_at(dir, free_port()?, "memory://tansu/")
+}
+
+/// Tansu on `port` with `storage` (`memory://tansu/`, or `sqlite://FILE`
+/// relative to `dir`, which keeps its data across restarts).
+pub fn tansu_at(dir: &Path, port: u16, storage: &str) -> Result<(Proc, String), LocalError> {
     let url = format!("tcp://127.0.0.1:{port}");
     let mut cmd = Command::new("tansu");
-    cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+    cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", storage])
         .current_dir(dir)
         .env("RUST_LOG", "warn");
-    let p = Proc::spawn(cmd, "tansu", dir.join("tansu.log"))?;
-    wait_listening("tansu", port, &p.log, Duration::from_secs(20))?;
+    let p = Proc::spawn(cmd, "tansu", dir.join(format!("tansu-{port}.log")))?;
+    wait_listening("tansu", port, &p.log, Duration::from_secs(30))?;
     Ok((p, format!("127.0.0.1:{port}")))
 }
 
@@ -129,6 +140,11 @@ pub fn command(exe: &Path, cfg: &Config, subcommand: &str) -> Command {
         ("RESERVOIR_TOPIC_DEAD_LETTER", &t.dead_letter),
     ];
     cmd.arg(subcommand).envs(settings).env_remove("RESERVOIR_KAFKA_OPTIONS").env_remove("RESERVOIR_CONFIG");
+    let e = &cfg.engine;
+    cmd.env("RESERVOIR_HOLD_TIME_SECS", e.hold_time.as_secs().max(1).to_string());
+    cmd.env("RESERVOIR_IDEMPOTENCY_RETENTION_SECS", e.idempotency_retention.as_secs().max(1).to_string());
+    cmd.env("RESERVOIR_ORDER_RETENTION_SECS", e.order_retention.as_secs().max(1).to_string());
+    cmd.env("RESERVOIR_MAX_MESSAGE_BYTES", cfg.max_message_bytes.to_string());
     cmd.env("RESERVOIR_BATCH_SIZE", cfg.batch_size.to_string());
     cmd.env("RESERVOIR_SWEEP_INTERVAL_MS", cfg.sweep_interval.as_millis().to_string());
     cmd.env("RESERVOIR_METRICS_ADDR", cfg.metrics_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()));

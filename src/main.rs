@@ -138,6 +138,21 @@ enum Command {
         #[command(flatten)]
         settings: reservoir::config::Settings,
     },
+    /// Run workers under load while faults are injected, then check the guarantees
+    ///
+    /// Starts Redis (AOF, fsync always), Tansu (sqlite) and 3 workers, sends the
+    /// benchmark's mix with repeats, cancels before placements and poison, and
+    /// kills or freezes workers, Redis and the broker one fault at a time. Prints
+    /// faults per kind, recovery times and violations; the last line is JSON.
+    /// Exit code 1 on any violation.
+    /// Examples:
+    ///   reservoir soak --duration 3m
+    ///   reservoir soak --duration 30m --seed 7 --dir /tmp/soak
+    #[command(verbatim_doc_comment)]
+    Soak {
+        #[command(flatten)]
+        args: reservoir::soak::SoakArgs,
+    },
     /// Manage the contract's topics.
     Topics {
         #[command(subcommand)]
@@ -264,6 +279,14 @@ async fn main() -> anyhow::Result<()> {
             let s = reservoir::ops::republish::republish(&cfg, &args, shutdown_signal()).await?;
             let how = if s.resumed { " (continued from the checkpoint)" } else { "" };
             println!("republished {} availability message(s) for {} sku(s) to {}{how}", s.messages, s.skus, cfg.topics.availability);
+        }
+        Command::Soak { args } => {
+            let report = reservoir::soak::run(args).await.context("the soak could not run")?;
+            print!("{}", report.table());
+            println!("{}", report.json());
+            if !report.violations.is_empty() {
+                std::process::exit(1);
+            }
         }
         Command::Replay { args, mut settings } => {
             // Replaying moves Kafka offsets only.

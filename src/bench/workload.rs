@@ -121,6 +121,9 @@ pub struct Workload {
     carts: VecDeque<(String, u32, Vec<String>)>,
     confirmed: VecDeque<ConfirmedOrder>,
     shipped: VecDeque<ConfirmedOrder>,
+    /// Settle every confirmed order in full (the soak's steady state).
+    settle: bool,
+    queued: VecDeque<GenEvent>,
 }
 
 impl Workload {
@@ -138,7 +141,18 @@ impl Workload {
             carts: VecDeque::new(),
             confirmed: VecDeque::new(),
             shipped: VecDeque::new(),
+            settle: false,
+            queued: VecDeque::new(),
         }
+    }
+
+    /// Settles orders in full: each confirmed order is shipped from every
+    /// location it was allocated at, or canceled, and no more than about a
+    /// hundred wait, so the store reaches a steady size (the soak checks
+    /// Redis memory stays flat). The benchmark leaves orders open.
+    pub fn settling(mut self) -> Workload {
+        self.settle = true;
+        self
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -238,6 +252,15 @@ impl Workload {
 
     /// The next event of the mix.
     pub fn next_event(&mut self) -> GenEvent {
+        if let Some(e) = self.queued.pop_front() {
+            return e;
+        }
+        if self.settle && self.confirmed.len() > 100 {
+            let e = if self.rng.random_bool(0.25) { self.cancel() } else { self.ship() };
+            if let Some(e) = e {
+                return e;
+            }
+        }
         loop {
             if let Some(e) = match self.pick() {
                 Kind::Hold => Some(self.hold()),
@@ -328,28 +351,43 @@ impl Workload {
         Some(self.event(TopicKind::Orders, o.order_id.clone(), "order.canceled", data, o.lines.len() as u32, false))
     }
 
-    /// Ships a whole order from where it was allocated: one shipment per
-    /// location (the rest of the order's locations follow as later events
-    /// would; here only the first is sent, the line's others stay reserved).
+    /// Ships an order from where it was allocated, one shipment per
+    /// location: the benchmark sends the first only (the order's other
+    /// locations stay reserved), a settling workload all of them.
     fn ship(&mut self) -> Option<GenEvent> {
         let o = self.take_confirmed()?;
-        let loc = o.lines.iter().flat_map(|l| l.2.first()).map(|a| a.0.clone()).next()?;
-        let lines: Vec<Value> = o
-            .lines
-            .iter()
-            .filter_map(|(line_id, sku, allocs)| {
-                let q: i64 = allocs.iter().filter(|a| a.0 == loc).map(|a| a.1).sum();
-                (q > 0).then(|| json!({"line_id": line_id, "sku": sku, "quantity": q}))
-            })
-            .collect();
-        let n = lines.len() as u32;
-        let data = json!({"shipment_id": format!("{}-s", o.order_id), "order_id": o.order_id, "location": loc, "lines": lines});
-        let e = self.event(TopicKind::Shipments, o.order_id.clone(), "shipment.created", data, n, false);
+        let mut locs: Vec<String> = Vec::new();
+        for a in o.lines.iter().flat_map(|l| l.2.iter()) {
+            if !locs.contains(&a.0) {
+                locs.push(a.0.clone());
+            }
+        }
+        if !self.settle {
+            locs.truncate(1);
+        }
+        let mut events = Vec::new();
+        for loc in &locs {
+            let lines: Vec<Value> = o
+                .lines
+                .iter()
+                .filter_map(|(line_id, sku, allocs)| {
+                    let q: i64 = allocs.iter().filter(|a| a.0 == *loc).map(|a| a.1).sum();
+                    (q > 0).then(|| json!({"line_id": line_id, "sku": sku, "quantity": q}))
+                })
+                .collect();
+            let n = lines.len() as u32;
+            let id = if self.settle { format!("{}-s-{loc}", o.order_id) } else { format!("{}-s", o.order_id) };
+            let data = json!({"shipment_id": id, "order_id": o.order_id, "location": loc, "lines": lines});
+            events.push(self.event(TopicKind::Shipments, o.order_id.clone(), "shipment.created", data, n, false));
+        }
         if self.shipped.len() >= MAX_ORDERS {
             self.shipped.pop_front();
         }
         self.shipped.push_back(o);
-        Some(e)
+        let mut events = events.into_iter();
+        let first = events.next();
+        self.queued.extend(events);
+        first
     }
 
     fn credit(&mut self) -> Option<GenEvent> {

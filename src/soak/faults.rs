@@ -1,0 +1,232 @@
+//! The faults, the group's progress (everything produced so far committed)
+//! and the final checks' I/O.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::stack::Stack;
+use super::traffic::Ledger;
+use super::{checks, SoakError, SoakReport};
+use crate::bench::workload::{Catalog, ConfirmedOrder};
+use crate::config::Config;
+use crate::domain::{availability, stocked_in};
+
+/// The workers' session timeout (`session.timeout.ms` in kafka.rs).
+const SESSION: Duration = Duration::from_secs(10);
+
+/// Longer than the session, so the group moves a frozen worker's
+/// partitions away before it wakes up.
+const FREEZE: Duration = Duration::from_secs(13);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    KillWorker,
+    FreezeWorker,
+    KillRedis,
+    ScriptFlush,
+    KillBroker,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 5] = [Fault::KillWorker, Fault::FreezeWorker, Fault::KillRedis, Fault::ScriptFlush, Fault::KillBroker];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::KillWorker => "worker kill -9",
+            Fault::FreezeWorker => "worker SIGSTOP",
+            Fault::KillRedis => "redis kill -9",
+            Fault::ScriptFlush => "SCRIPT FLUSH",
+            Fault::KillBroker => "broker kill -9",
+        }
+    }
+
+    /// Injects the fault and heals it (restart, SIGCONT) before returning.
+    pub async fn inject(self, stack: &mut Stack, cfg: &Config, worker: usize) -> Result<(), SoakError> {
+        tracing::info!(fault = self.name(), worker, "injecting");
+        match self {
+            Fault::KillWorker => {
+                stack.kill_worker(worker);
+                // Tansu 0.6.0 expires a dead member only when another joins
+                // after its session ended; joining sooner leaves the dead
+                // member owning partitions until the next join (measured).
+                // Apache Kafka expires it on time by itself.
+                tokio::time::sleep(SESSION + Duration::from_secs(1)).await;
+                stack.start_worker(cfg, worker)?;
+            }
+            Fault::FreezeWorker => {
+                stack.freeze_worker(worker, true);
+                tokio::time::sleep(FREEZE).await;
+                stack.freeze_worker(worker, false);
+            }
+            Fault::KillRedis => {
+                stack.kill_redis();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                stack.start_redis()?;
+            }
+            Fault::ScriptFlush => {
+                let mut c = crate::store::Conn::connect(&cfg.redis_url).await?;
+                redis::cmd("SCRIPT").arg("FLUSH").query_async::<()>(&mut c).await.map_err(crate::store::StoreError::from)?;
+            }
+            Fault::KillBroker => {
+                stack.kill_broker();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                stack.start_broker()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The worker group's committed offsets against the input topics' ends.
+pub struct Progress {
+    consumer: BaseConsumer,
+    partitions: Vec<(String, i32)>,
+}
+
+impl Progress {
+    pub fn new(cfg: &Config) -> Result<Progress, rdkafka::error::KafkaError> {
+        let consumer: BaseConsumer = crate::kafka::client_config(cfg, &[("group.id", &cfg.group_id), ("enable.auto.commit", "false")]).create()?;
+        let md = consumer.fetch_metadata(None, Duration::from_secs(30))?;
+        let inputs = cfg.topics.inputs();
+        let partitions = md
+            .topics()
+            .iter()
+            .filter(|t| inputs.contains(&t.name()))
+            .flat_map(|t| t.partitions().iter().map(|p| (t.name().to_string(), p.id())).collect::<Vec<_>>())
+            .collect();
+        Ok(Progress { consumer, partitions })
+    }
+
+    fn ends(&self) -> Result<Vec<i64>, rdkafka::error::KafkaError> {
+        self.partitions.iter().map(|(t, p)| self.consumer.fetch_watermarks(t, *p, Duration::from_secs(10)).map(|w| w.1)).collect()
+    }
+
+    fn committed(&self) -> Result<Vec<i64>, rdkafka::error::KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in &self.partitions {
+            tpl.add_partition(t, *p);
+        }
+        let got = self.consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+        Ok(self
+            .partitions
+            .iter()
+            .map(|(t, p)| match got.find_partition(t, *p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => 0,
+            })
+            .collect())
+    }
+
+    /// Waits until the group has committed everything produced up to now.
+    pub async fn wait_caught_up(&self, timeout: Duration) -> Result<(), String> {
+        let start = Instant::now();
+        let mut last = String::new();
+        let mut ends = None;
+        while start.elapsed() < timeout {
+            let r = tokio::task::block_in_place(|| -> Result<bool, rdkafka::error::KafkaError> {
+                if ends.is_none() {
+                    ends = Some(self.ends()?);
+                }
+                let c = self.committed()?;
+                let e = ends.as_ref().expect("set above");
+                last = format!("committed {} of {}", c.iter().sum::<i64>(), e.iter().sum::<i64>());
+                Ok(c.iter().zip(e).all(|(c, e)| c >= e))
+            });
+            match r {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => last = format!("Kafka: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(format!("not caught up within {} s ({last})", timeout.as_secs()))
+    }
+}
+
+/// Feeds confirmed orders to the generator (for its cancels, shipments
+/// and refunds) until `stop`.
+pub async fn collect_confirmed(cfg: Config, into: Arc<Mutex<Vec<ConfirmedOrder>>>, stop: Arc<AtomicBool>) {
+    let consumer: StreamConsumer = match crate::kafka::client_config(
+        &cfg,
+        &[("group.id", &format!("{}-generator", cfg.group_id)), ("auto.offset.reset", "earliest"), ("enable.auto.commit", "false"), ("fetch.wait.max.ms", "20")],
+    )
+    .create()
+    {
+        Ok(c) => c,
+        Err(e) => return tracing::warn!(error = %e, "soak: no results collector"),
+    };
+    if let Err(e) = consumer.subscribe(&[&cfg.topics.reservations]) {
+        return tracing::warn!(error = %e, "soak: no results collector");
+    }
+    let mut stream = consumer.stream();
+    // A result published again (a redelivered order) must not make the
+    // generator ship or cancel one order twice.
+    let mut seen = std::collections::HashSet::new();
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(200), stream.next()).await else { continue };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(m.payload().unwrap_or_default()) else { continue };
+        if v["type"] == "inventory.reservation.confirmed" {
+            if let Some(o) = ConfirmedOrder::from_data(&v["data"]).filter(|o| seen.insert(o.order_id.clone())) {
+                into.lock().expect("not poisoned").push(o);
+            }
+        }
+    }
+}
+
+/// Every check after the run; returns the violations.
+pub async fn check_all(cfg: &Config, ledger: &Ledger, skus: u64, report: &mut SoakReport) -> Result<Vec<String>, SoakError> {
+    let mut v = Vec::new();
+    let mut conn = crate::store::Conn::connect(&cfg.redis_url).await?;
+    let audit = crate::ops::audit::audit(&mut conn, None, 1000).await?;
+    v.extend(audit.findings.iter().map(|f| format!("audit: {}", f.message)));
+
+    let read = |topic: String| {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || checks::read_all(&cfg, &topic, Duration::from_secs(300)))
+    };
+    let results = read(cfg.topics.reservations.clone()).await.expect("reader task");
+    let dead = read(cfg.topics.dead_letter.clone()).await.expect("reader task");
+    let published = read(cfg.topics.availability.clone()).await.expect("reader task");
+    match results {
+        Ok(r) => v.extend(checks::results(ledger, &r)),
+        Err(e) => v.push(format!("cannot read the results: {e}")),
+    }
+    match dead {
+        Ok(d) => {
+            let (found, again) = checks::dead_letters(ledger, &d);
+            v.extend(found);
+            report.dead_letters_repeated = again;
+        }
+        Err(e) => v.push(format!("cannot read the dead letters: {e}")),
+    }
+    let channels = crate::store::read_channels(&mut conn).await?;
+    let mut current = BTreeMap::new();
+    for sku in (0..skus).map(Catalog::sku) {
+        let fields: Vec<String> = redis::cmd("HGETALL").arg(crate::store::keys::SkuKeys::new(&sku).inv).query_async(&mut conn).await.map_err(crate::store::StoreError::from)?;
+        let state = crate::store::reply::sku_state(&fields).map_err(crate::store::StoreError::Reply)?;
+        for (name, locs) in channels.iter() {
+            if state.exists && stocked_in(&state, locs) {
+                let a = availability(&state, locs);
+                let avail = a.available.map(|q| serde_json::to_value(q).expect("quantities serialize")).unwrap_or(serde_json::Value::Null);
+                current.insert(format!("{name}/{sku}"), (a.status.as_str().to_string(), avail, state.version));
+            }
+        }
+    }
+    match published {
+        Ok(p) => {
+            let f = checks::availability(&p, &current);
+            v.extend(f.violations);
+            report.availability_out_of_order = f.out_of_order;
+            report.stale_last_messages = f.stale_last;
+        }
+        Err(e) => v.push(format!("cannot read the availability topic: {e}")),
+    }
+    Ok(v)
+}

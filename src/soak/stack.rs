@@ -1,0 +1,114 @@
+//! The soak's processes: Redis (AOF, fsync always), Tansu (sqlite) and the
+//! workers, each of which the fault injector kills, freezes and restarts
+//! on the same port with the same data.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::local::{self, LocalError, Proc};
+
+pub struct Stack {
+    pub dir: PathBuf,
+    pub redis_port: u16,
+    pub broker_port: u16,
+    pub redis: Option<Proc>,
+    pub broker: Option<Proc>,
+    pub workers: Vec<Option<Proc>>,
+}
+
+fn signal(p: &Proc, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid has no memory effects.
+    unsafe { libc::kill(p.pid() as i32, sig) };
+}
+
+fn kill9(p: &mut Option<Proc>) {
+    if let Some(mut p) = p.take() {
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+    }
+}
+
+impl Stack {
+    pub fn start(dir: &Path) -> Result<(Stack, String, String), LocalError> {
+        let mut s = Stack { dir: dir.to_path_buf(), redis_port: local::free_port()?, broker_port: local::free_port()?, redis: None, broker: None, workers: Vec::new() };
+        s.start_redis()?;
+        s.start_broker()?;
+        let redis = format!("redis://127.0.0.1:{}", s.redis_port);
+        let broker = format!("127.0.0.1:{}", s.broker_port);
+        Ok((s, redis, broker))
+    }
+
+    pub fn start_redis(&mut self) -> Result<(), LocalError> {
+        self.redis = Some(local::redis_at(&self.dir, self.redis_port, "always")?.0);
+        Ok(())
+    }
+
+    pub fn start_broker(&mut self) -> Result<(), LocalError> {
+        self.broker = Some(local::tansu_at(&self.dir, self.broker_port, "sqlite://tansu.db")?.0);
+        Ok(())
+    }
+
+    pub fn start_worker(&mut self, cfg: &Config, i: usize) -> Result<(), LocalError> {
+        while self.workers.len() <= i {
+            self.workers.push(None);
+        }
+        self.workers[i] = Some(local::worker(cfg, &self.dir, &format!("worker-{i}"))?);
+        Ok(())
+    }
+
+    pub fn kill_redis(&mut self) {
+        kill9(&mut self.redis);
+    }
+
+    pub fn kill_broker(&mut self) {
+        kill9(&mut self.broker);
+    }
+
+    pub fn kill_worker(&mut self, i: usize) {
+        if let Some(w) = self.workers.get_mut(i) {
+            kill9(w);
+        }
+    }
+
+    pub fn freeze_worker(&self, i: usize, on: bool) {
+        if let Some(Some(w)) = self.workers.get(i) {
+            signal(w, if on { libc::SIGSTOP } else { libc::SIGCONT });
+        }
+    }
+
+    /// A worker that exited by itself (it should not): its index and status.
+    pub fn exited_worker(&mut self) -> Option<(usize, String)> {
+        self.workers.iter_mut().enumerate().find_map(|(i, w)| {
+            let status = w.as_mut()?.child.try_wait().ok()??;
+            Some((i, status.to_string()))
+        })
+    }
+
+    /// Everything running again (after the faults).
+    pub fn heal(&mut self, cfg: &Config) -> Result<(), LocalError> {
+        if self.redis.is_none() {
+            self.start_redis()?;
+        }
+        if self.broker.is_none() {
+            self.start_broker()?;
+        }
+        for i in 0..self.workers.len() {
+            self.freeze_worker(i, false);
+            if self.workers[i].as_mut().is_none_or(|w| w.child.try_wait().ok().flatten().is_some()) {
+                self.start_worker(cfg, i)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGTERM to the workers, then the servers.
+    pub fn stop(&mut self) {
+        for w in self.workers.iter_mut().flatten() {
+            w.terminate(Duration::from_secs(20));
+        }
+        self.workers.clear();
+        kill9(&mut self.broker);
+        kill9(&mut self.redis);
+    }
+}

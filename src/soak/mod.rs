@@ -120,9 +120,14 @@ impl SoakReport {
             let (mean, max) = self.recovery_s.get(k).copied().unwrap_or_default();
             o.push_str(&format!("{k:<20} {n:>6}   {mean:>6.1} / {max:.1}\n"));
         }
+        let memory = if self.memory_warm_bytes == 0 {
+            "not compared (runs longer than the retention + 30 s compare it)".to_string()
+        } else {
+            format!("{} -> {} bytes", self.memory_warm_bytes, self.memory_end_bytes)
+        };
         o.push_str(&format!(
-            "catch-up after healing {:.1} s; dead letters published again {}; Redis memory {} -> {} bytes; generator messages lost {}\n",
-            self.catch_up_s, self.dead_letters_repeated, self.memory_warm_bytes, self.memory_end_bytes, self.generator_lost
+            "catch-up after healing {:.1} s; dead letters published again {}; Redis memory {memory}; generator messages lost {}\n",
+            self.catch_up_s, self.dead_letters_repeated, self.generator_lost
         ));
         o.push_str(&format!(
             "availability messages out of version order {}; keys whose last message is not their newest {} {:?}\n",

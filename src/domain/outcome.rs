@@ -139,3 +139,23 @@ pub fn updates<'a>(
         })
         .collect()
 }
+
+/// The availability a sku has now in every channel it is stocked in, at
+/// its stored version (republish and the soak's check): nothing changed,
+/// so every update counts as one to publish.
+pub fn current<'a>(sku: &str, state: &SkuState, channels: impl IntoIterator<Item = (&'a str, &'a [String])>) -> Vec<AvailabilityUpdate> {
+    if !state.exists {
+        return Vec::new();
+    }
+    channels
+        .into_iter()
+        .filter(|(_, locs)| stocked_in(state, locs))
+        .map(|(name, locs)| AvailabilityUpdate {
+            channel: name.to_string(),
+            sku: sku.to_string(),
+            availability: availability(state, locs),
+            version: state.version,
+            changed: true,
+        })
+        .collect()
+}

@@ -68,12 +68,15 @@ fn int(s: &str, what: &str) -> Result<i64, String> {
     s.parse().map_err(|_| format!("{what} {s:?} is not an integer"))
 }
 
-/// Adds `loc US qty US ...` to the map.
-fn add_alloc(into: &mut BTreeMap<String, i64>, fields: &[&str], what: &str) -> Result<(), String> {
+/// Adds `loc US qty US ...` to the map; returns the units added.
+fn add_alloc(into: &mut BTreeMap<String, i64>, fields: &[&str], what: &str) -> Result<i64, String> {
+    let mut added = 0;
     for p in fields.chunks(2).filter(|p| p.len() == 2 && !p[0].is_empty()) {
-        *into.entry(p[0].to_string()).or_default() += int(p[1], what)?;
+        let n = int(p[1], what)?;
+        *into.entry(p[0].to_string()).or_default() += n;
+        added += n;
     }
-    Ok(())
+    Ok(added)
 }
 
 impl Expected {
@@ -87,11 +90,9 @@ impl Expected {
         let what = format!("order {order_id:?}");
         let mut any = false;
         for line in m.get("ln").map(|l| l.split(US).collect::<Vec<_>>()).unwrap_or_default() {
-            let before: i64 = self.reserved.values().sum();
             if let Some(a) = m.get(format!("a:{line}").as_str()) {
-                add_alloc(&mut self.reserved, &a.split(US).collect::<Vec<_>>(), &what)?;
+                any |= add_alloc(&mut self.reserved, &a.split(US).collect::<Vec<_>>(), &what)? != 0;
             }
-            any |= self.reserved.values().sum::<i64>() != before;
             self.backordered += m.get(format!("b:{line}").as_str()).map(|v| int(v, &what)).transpose()?.unwrap_or(0);
             self.preordered += m.get(format!("p:{line}").as_str()).map(|v| int(v, &what)).transpose()?.unwrap_or(0);
         }

@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::domain::{availability, stocked_in, AvailabilityUpdate};
 use crate::publish::{Out, PublishError, Publisher};
 use crate::store::keys::{self, SkuKeys};
 use crate::store::{reply, Conn, StoreError};
@@ -234,15 +233,8 @@ async fn page_messages(cfg: &Config, conn: &Conn, skus: &[String], channels: &BT
     let mut outs = Vec::new();
     for (sku, fields) in states {
         let state = reply::sku_state(&fields).map_err(|e| StoreError::Reply(format!("sku {sku:?}: {e}")))?;
-        if !state.exists {
-            continue;
-        }
-        for (name, locs) in channels {
-            if stocked_in(&state, locs) {
-                let u = AvailabilityUpdate { channel: name.clone(), sku: sku.clone(), availability: availability(&state, locs), version: state.version, changed: true };
-                outs.push(crate::worker::availability_out(cfg, &u, REPUBLISH_CAUSE));
-            }
-        }
+        let now = crate::domain::outcome::current(&sku, &state, channels.iter().map(|(n, l)| (n.as_str(), l.as_slice())));
+        outs.extend(now.iter().map(|u| crate::worker::availability_out(cfg, u, REPUBLISH_CAUSE)));
     }
     Ok(outs)
 }

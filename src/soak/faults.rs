@@ -16,7 +16,6 @@ use super::traffic::Ledger;
 use super::{checks, SoakError, SoakReport};
 use crate::bench::workload::{Catalog, ConfirmedOrder};
 use crate::config::Config;
-use crate::domain::{availability, stocked_in};
 
 /// The workers' session timeout (`session.timeout.ms` in kafka.rs).
 const SESSION: Duration = Duration::from_secs(10);
@@ -211,12 +210,10 @@ pub async fn check_all(cfg: &Config, ledger: &Ledger, skus: u64, report: &mut So
     for sku in (0..skus).map(Catalog::sku) {
         let fields: Vec<String> = redis::cmd("HGETALL").arg(crate::store::keys::SkuKeys::new(&sku).inv).query_async(&mut conn).await.map_err(crate::store::StoreError::from)?;
         let state = crate::store::reply::sku_state(&fields).map_err(crate::store::StoreError::Reply)?;
-        for (name, locs) in channels.iter() {
-            if state.exists && stocked_in(&state, locs) {
-                let a = availability(&state, locs);
-                let avail = a.available.map(|q| serde_json::to_value(q).expect("quantities serialize")).unwrap_or(serde_json::Value::Null);
-                current.insert(format!("{name}/{sku}"), (a.status.as_str().to_string(), avail, state.version));
-            }
+        for u in crate::domain::outcome::current(&sku, &state, channels.iter().map(|(n, l)| (n.as_str(), l.as_slice()))) {
+            let a = &u.availability;
+            let avail = a.available.map(|q| serde_json::to_value(q).expect("quantities serialize")).unwrap_or(serde_json::Value::Null);
+            current.insert(format!("{}/{sku}", u.channel), (a.status.as_str().to_string(), avail, u.version));
         }
     }
     match published {

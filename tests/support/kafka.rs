@@ -212,3 +212,10 @@ pub fn latest(seen: &[Received]) -> std::collections::BTreeMap<String, serde_jso
     }
     m
 }
+
+/// Asserts a key's availability data kept what a replay must not change.
+pub fn assert_unchanged(after: &serde_json::Value, before: &serde_json::Value, what: &str) {
+    for f in ["available", "on_hand", "reserved", "status", "version"] {
+        assert_eq!(after[f], before[f], "{f} after {what}");
+    }
+}

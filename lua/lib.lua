@@ -5,7 +5,8 @@
 --   rv:{T}:inv      hash  ex=1, v=version, cfg=settings, bu/pu=units beyond
 --                         stock outstanding as backorders/preorders,
 --                         h:<loc>=on_hand, r:<loc>=reserved, s:<loc>=0 when
---                         out of stock (absent = in stock)
+--                         out of stock (absent = in stock), f:<channel>=where
+--                         its availability last landed (avail_fence.lua)
 --   rv:{T}:holds    hash  cart_id -> qty US expires_ms US (loc US qty)*
 --   rv:{T}:hexp     zset  cart_id scored by expires_ms
 --   rv:{T}:o:<oid>  hash  this order's lines on this sku (see order.lua)

@@ -110,6 +110,33 @@ pub struct Config {
     pub kafka_options: BTreeMap<String, String>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; None: nowhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// A contract broken on purpose, for the soak's proof that it can fail.
+    pub sabotage: Option<Sabotage>,
+}
+
+/// Ways to break the worker on purpose, so `reservoir soak` can show that
+/// its checks catch a broken worker. Hidden from `--help`; a worker running
+/// one logs an error at start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sabotage {
+    /// Store and commit a batch's offsets when it is polled, before its effect.
+    OffsetsBeforeEffect,
+    /// Take every delivery for a new event: idempotency records never match.
+    SkipIdempotency,
+    /// Publish nothing for an event the store says was applied before.
+    NoRepublishOnRepeat,
+}
+
+impl Sabotage {
+    pub const ALL: [Sabotage; 3] = [Sabotage::OffsetsBeforeEffect, Sabotage::SkipIdempotency, Sabotage::NoRepublishOnRepeat];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Sabotage::OffsetsBeforeEffect => "offsets-before-effect",
+            Sabotage::SkipIdempotency => "skip-idempotency",
+            Sabotage::NoRepublishOnRepeat => "no-republish-on-repeat",
+        }
+    }
 }
 
 impl Config {
@@ -127,6 +154,7 @@ impl Config {
             sweep_interval: Duration::from_secs(1),
             kafka_options: BTreeMap::new(),
             metrics_addr: None,
+            sabotage: None,
         }
     }
 }
@@ -190,6 +218,9 @@ pub struct Settings {
     /// Raw librdkafka setting KEY=VALUE (repeatable; env: comma-separated).
     #[arg(long = "kafka-option", env = "RESERVOIR_KAFKA_OPTIONS", value_delimiter = ',')]
     pub kafka_options: Vec<String>,
+    /// Breaks the worker on purpose (for `reservoir soak`'s own tests only).
+    #[arg(long, env = "RESERVOIR_SABOTAGE", value_enum, hide = true)]
+    pub sabotage: Option<Sabotage>,
 }
 
 /// The file form of [`Settings`].
@@ -310,6 +341,7 @@ impl Settings {
             })?;
             c.kafka_options.insert(k.trim().to_string(), v.trim().to_string());
         }
+        c.sabotage = self.sabotage;
         let names: Vec<&str> = c.topics.all().to_vec();
         for (i, n) in names.iter().enumerate() {
             if n.is_empty() || names[..i].contains(n) {

@@ -148,6 +148,10 @@ pub fn command(exe: &Path, cfg: &Config, subcommand: &str) -> Command {
     cmd.env("RESERVOIR_BATCH_SIZE", cfg.batch_size.to_string());
     cmd.env("RESERVOIR_SWEEP_INTERVAL_MS", cfg.sweep_interval.as_millis().to_string());
     cmd.env("RESERVOIR_METRICS_ADDR", cfg.metrics_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()));
+    cmd.env_remove("RESERVOIR_SABOTAGE");
+    if let Some(s) = cfg.sabotage {
+        cmd.env("RESERVOIR_SABOTAGE", s.name());
+    }
     for (k, v) in &cfg.kafka_options {
         cmd.arg(format!("--kafka-option={k}={v}"));
     }

@@ -19,6 +19,9 @@ pub const HOLDS: &str = "reservoir_holds_total";
 pub const HOLDS_EXPIRED: &str = "reservoir_holds_expired_total";
 /// Availability messages published.
 pub const AVAILABILITY_PUBLISHED: &str = "reservoir_availability_published_total";
+/// Availability published again because another worker's older message
+/// of the same key landed after it.
+pub const AVAILABILITY_REPUBLISHED: &str = "reservoir_availability_republished_total";
 /// Messages per batch.
 pub const BATCH_MESSAGES: &str = "reservoir_batch_messages";
 /// Seconds per Redis script call, by `script`.
@@ -64,6 +67,7 @@ pub const ALL: &[&str] = &[
     HOLDS,
     HOLDS_EXPIRED,
     AVAILABILITY_PUBLISHED,
+    AVAILABILITY_REPUBLISHED,
     BATCH_MESSAGES,
     SCRIPT_SECONDS,
     EVENT_LATENCY,

@@ -19,6 +19,8 @@ pub struct Out {
     pub key: Vec<u8>,
     pub payload: Vec<u8>,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// Channel, sku and version of an availability message.
+    pub availability: Option<(String, String, u64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,11 +42,13 @@ impl Publisher {
     }
 
     /// Publishes every message and waits until the broker acknowledged all
-    /// of them, retrying with backoff while Kafka is unreachable. Returns
-    /// early only on shutdown (the caller then stores no offsets).
-    pub async fn send_all(&self, outs: &[Out], shutdown: &watch::Receiver<bool>) -> Result<(), PublishError> {
+    /// of them, retrying with backoff while Kafka is unreachable; returns
+    /// where each landed (partition, offset). Returns early only on
+    /// shutdown (the caller then stores no offsets).
+    pub async fn send_all(&self, outs: &[Out], shutdown: &watch::Receiver<bool>) -> Result<Vec<(i32, i64)>, PublishError> {
         use backon::BackoffBuilder as _;
-        let mut pending: Vec<&Out> = outs.iter().collect();
+        let mut landed = vec![(-1, -1); outs.len()];
+        let mut pending: Vec<(usize, &Out)> = outs.iter().enumerate().collect();
         let mut backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_secs(5))
@@ -52,23 +56,26 @@ impl Publisher {
             .build();
         loop {
             let mut deliveries = Vec::with_capacity(pending.len());
-            for out in &pending {
+            for (_, out) in &pending {
                 deliveries.push(self.enqueue(out, shutdown).await);
             }
             let mut failed = Vec::new();
-            for (out, d) in pending.iter().zip(deliveries) {
+            for ((i, out), d) in pending.iter().zip(deliveries) {
                 let result = match d {
-                    Ok(d) => d.await.map_err(|_| KafkaError::Canceled).and_then(|r| r.map(|_| ()).map_err(|(e, _)| e)),
+                    Ok(d) => d.await.map_err(|_| KafkaError::Canceled).and_then(|r| r.map_err(|(e, _)| e)),
                     Err(e) => Err(e),
                 };
-                if let Err(e) = result {
-                    tracing::warn!(topic = %out.topic, error = %e, "Kafka did not acknowledge a message; publishing it again");
-                    failed.push(*out);
+                match result {
+                    Ok(d) => landed[*i] = (d.partition, d.offset),
+                    Err(e) => {
+                        tracing::warn!(topic = %out.topic, error = %e, "Kafka did not acknowledge a message; publishing it again");
+                        failed.push((*i, *out));
+                    }
                 }
             }
             if failed.is_empty() {
                 metrics::gauge!(crate::metrics::WAITING, "what" => "kafka").set(0.0);
-                return Ok(());
+                return Ok(landed);
             }
             pending = failed;
             metrics::counter!(crate::metrics::RETRIES, "what" => "kafka").increment(pending.len() as u64);

@@ -386,3 +386,31 @@ async fn works_on_a_redis_cluster() {
     e.cancel_order(&n.n("ev-c"), &n.n("o-1"), None).await.unwrap();
     assert_eq!(available(&e, &n, "SKU-1").await, q("7"));
 }
+
+#[tokio::test]
+async fn the_fence_names_keys_whose_last_message_is_older_than_one_before() {
+    let r = RedisServer::start();
+    let (e, _) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "4", true)]).await;
+    let (sku, ch) = (n.n("SKU-1"), n.n("eu"));
+    let version = e.sku_state(&sku).await.unwrap().version;
+    let at = |v: u64, offset: i64| vec![(ch.clone(), v, 0, offset)];
+    // In order: nothing to do, also for a repeat of the same version later.
+    assert!(e.fence(&sku, &at(version - 1, 10)).await.unwrap().is_empty());
+    assert!(e.fence(&sku, &at(version, 11)).await.unwrap().is_empty());
+    assert!(e.fence(&sku, &at(version, 12)).await.unwrap().is_empty());
+    // A newer version's ack arrives after an older one that landed later: stale.
+    assert!(e.fence(&sku, &at(version + 2, 20)).await.unwrap().is_empty());
+    let again = e.fence(&sku, &at(version + 1, 21)).await.unwrap();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!((again[0].channel.as_str(), again[0].availability.available, again[0].version), (ch.as_str(), Some(q("4")), version));
+    // The same, with the acks in the other order.
+    let late = e.fence(&sku, &at(version + 3, 31)).await.unwrap();
+    assert!(late.is_empty());
+    assert_eq!(e.fence(&sku, &at(version + 4, 30)).await.unwrap().len(), 1);
+    // Once the current one has landed last, the key is clean again.
+    assert!(e.fence(&sku, &at(version + 4, 40)).await.unwrap().is_empty());
+    // The sku's state is untouched by the fence's fields.
+    assert_eq!(available(&e, &n, "SKU-1").await, q("4"));
+}

@@ -1,16 +1,23 @@
 //! `reservoir soak`: three workers, faults of every kind, and no violation
-//! of the guarantees. SOAK_DURATION (default 3m) sets the length. Not in
-//! the default run: `cargo test --release --test soak -- --ignored`.
+//! of the guarantees; and the same soak against workers broken on purpose,
+//! which it must catch. SOAK_DURATION (default 3m) sets the clean run's
+//! length. The soaks run one at a time: each starts its own Redis, broker
+//! and three workers on two cores.
 
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-#[test]
-#[ignore = "Tansu 0.6.0's sqlite storage fails under the soak in some runs (README: Notes on Tansu); run it with --ignored"]
-fn a_soak_with_every_fault_kind_finds_no_violation() {
-    let duration = std::env::var("SOAK_DURATION").unwrap_or_else(|_| "3m".into());
+use serde_json::Value;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Runs `reservoir soak ARGS`; returns its report (the last line) and all it printed.
+fn soak(args: &[&str]) -> (Value, String, bool) {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut child = Command::new(env!("CARGO_BIN_EXE_reservoir"))
-        .args(["soak", "--duration", &duration, "--seed", "11"])
+        .arg("soak")
+        .args(args)
         .env("RUST_LOG", "warn,reservoir::soak=info")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -28,14 +35,51 @@ fn a_soak_with_every_fault_kind_finds_no_violation() {
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let last = text.lines().last().unwrap_or_default();
-    let report: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("the last line is JSON ({e}):\n{text}"));
+    let report: Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("the last line is JSON ({e}):\n{text}"));
+    (report, text, out.status.success())
+}
+
+#[test]
+fn a_soak_with_every_fault_kind_finds_no_violation() {
+    let duration = std::env::var("SOAK_DURATION").unwrap_or_else(|_| "3m".into());
+    let (report, text, ok) = soak(&["--duration", &duration, "--seed", "11"]);
     assert_eq!(report["violations"], serde_json::json!([]), "{text}");
-    assert!(out.status.success(), "{text}");
+    assert!(ok, "{text}");
     for kind in ["worker kill -9", "worker SIGSTOP", "redis kill -9", "SCRIPT FLUSH", "broker kill -9"] {
         assert!(report["faults"][kind].as_u64() >= Some(1), "no {kind} in {text}");
     }
-    for code in ["malformed_json", "invalid_envelope", "unknown_type", "invalid_data", "too_large", "negative_on_hand"] {
+    for code in ["malformed_json", "invalid_envelope", "unknown_type", "invalid_data", "too_large", "negative_on_hand", "insufficient_on_hand", "over_refund"] {
         assert!(report["poison"][code].as_u64() >= Some(1), "no {code} poison in {text}");
     }
     assert!(report["repeats"].as_u64() > Some(0) && report["canceled_first"].as_u64() > Some(0), "{text}");
+}
+
+/// A soak of workers broken by `sabotage` reports violations and exits 1.
+fn caught(sabotage: &str, faults: &str) -> Value {
+    let (report, text, ok) = soak(&["--duration", "100s", "--seed", "5", "--rate", "600", "--pause", "1", "--faults", faults, "--sabotage", sabotage]);
+    assert!(!ok, "a soak of workers broken by {sabotage} passed:\n{text}");
+    assert_eq!(report["sabotage"], sabotage, "{text}");
+    assert!(report["violations"].as_array().is_some_and(|v| !v.is_empty()), "{text}");
+    eprintln!("{sabotage}: {text}");
+    report
+}
+
+#[test]
+fn offsets_stored_before_the_effect_lose_events_on_a_crash() {
+    let r = caught("offsets-before-effect", "worker-kill");
+    let v = r["violations"].to_string();
+    assert!(v.contains("no result was published") || v.contains("model:"), "{v}");
+}
+
+#[test]
+fn skipped_idempotency_records_apply_repeats_twice() {
+    let r = caught("skip-idempotency", "script-flush");
+    assert!(r["model_differences"].as_u64() > Some(0), "{r}");
+}
+
+#[test]
+fn no_republish_on_repeat_loses_what_a_crash_left_unpublished() {
+    let r = caught("no-republish-on-repeat", "worker-kill");
+    let v = r["violations"].to_string();
+    assert!(v.contains("no result was published") || v.contains("never published") || v.contains("highest version published"), "{v}");
 }

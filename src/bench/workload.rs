@@ -121,6 +121,9 @@ pub struct Workload {
     carts: VecDeque<(String, u32, Vec<String>)>,
     confirmed: VecDeque<ConfirmedOrder>,
     shipped: VecDeque<ConfirmedOrder>,
+    /// Settling: orders whose shipments were all sent, until the caller
+    /// says they took effect ([`Workload::shipped`]).
+    shipping: Vec<ConfirmedOrder>,
     /// Settle every confirmed order in full (the soak's steady state).
     settle: bool,
     queued: VecDeque<GenEvent>,
@@ -141,6 +144,7 @@ impl Workload {
             carts: VecDeque::new(),
             confirmed: VecDeque::new(),
             shipped: VecDeque::new(),
+            shipping: Vec::new(),
             settle: false,
             queued: VecDeque::new(),
         }
@@ -213,6 +217,28 @@ impl Workload {
             self.confirmed.pop_front();
         }
         self.confirmed.push_back(o);
+    }
+
+    /// Tells the workload an order's shipments took effect, so it may be
+    /// refunded. The benchmark refunds as soon as it ships; a settling
+    /// workload waits for this, so a refund always finds its units shipped.
+    pub fn shipped(&mut self, o: ConfirmedOrder) {
+        if self.shipped.len() >= MAX_ORDERS {
+            self.shipped.pop_front();
+        }
+        self.shipped.push_back(o);
+    }
+
+    /// Settling: orders whose shipments have all been sent since the last call.
+    pub fn take_shipping(&mut self) -> Vec<ConfirmedOrder> {
+        std::mem::take(&mut self.shipping)
+    }
+
+    /// Some order that was confirmed (shipped or not), if any.
+    pub fn any_order(&mut self) -> Option<ConfirmedOrder> {
+        let n = self.confirmed.len() + self.shipped.len();
+        let i = self.rng.random_range(0..n.max(1));
+        self.confirmed.get(i).or_else(|| self.shipped.get(i.saturating_sub(self.confirmed.len()))).cloned()
     }
 
     fn zipf_sku(&mut self) -> String {
@@ -380,10 +406,11 @@ impl Workload {
             let data = json!({"shipment_id": id, "order_id": o.order_id, "location": loc, "lines": lines});
             events.push(self.event(TopicKind::Shipments, o.order_id.clone(), "shipment.created", data, n, false));
         }
-        if self.shipped.len() >= MAX_ORDERS {
-            self.shipped.pop_front();
+        if self.settle {
+            self.shipping.push(o);
+        } else {
+            self.shipped(o);
         }
-        self.shipped.push_back(o);
         let mut events = events.into_iter();
         let first = events.next();
         self.queued.extend(events);
@@ -393,8 +420,10 @@ impl Workload {
     fn credit(&mut self) -> Option<GenEvent> {
         let i = self.rng.random_range(0..self.shipped.len().max(1));
         let o = self.shipped.remove(i)?;
-        let (line_id, sku, _) = o.lines.first()?.clone();
-        let lines = json!([{"line_id": line_id, "sku": sku, "quantity": 1, "back_to_stock": true}]);
+        let (line_id, sku, allocs) = o.lines.first()?.clone();
+        // Named, so the units' way back to stock does not depend on which location shipped first.
+        let location = allocs.first().map(|a| a.0.clone())?;
+        let lines = json!([{"line_id": line_id, "sku": sku, "quantity": 1, "back_to_stock": true, "location": location}]);
         let data = json!({"credit_memo_id": format!("{}-m", o.order_id), "order_id": o.order_id, "lines": lines});
         Some(self.event(TopicKind::CreditMemos, o.order_id.clone(), "credit_memo.created", data, 1, false))
     }

@@ -181,7 +181,9 @@ pub async fn republish(cfg: &Config, args: &RepublishArgs, stop: impl std::futur
             let outs = page_messages(cfg, &conn, &skus, &channels).await?;
             match publisher.send_all(&outs, &stop_rx).await {
                 Err(PublishError::Shutdown) => return Err(interrupted(&publisher, &bar)),
-                r => r?,
+                r => {
+                    r?;
+                }
             }
             advance(&mut cp, &node, next, skus.len(), outs.len());
             cp.save(&args.checkpoint)?;

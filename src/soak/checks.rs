@@ -95,22 +95,40 @@ pub fn results(ledger: &Ledger, results: &[Out]) -> Vec<String> {
     v
 }
 
+/// What the dead-letter topic holds against what was injected.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DeadLetterFindings {
+    pub violations: Vec<String>,
+    /// Dead letters published more than once (a worker died after publishing).
+    pub again: u64,
+    /// Shipments sent before their placement and refused `insufficient_on_hand`.
+    pub refused_ship_first: BTreeSet<String>,
+}
+
 /// The dead-letter topic holds exactly the injected poison (each at least
 /// once: a worker that dies after publishing one may publish it again),
-/// with the origin headers. Returns (violations, dead letters published
-/// more than once).
-pub fn dead_letters(ledger: &Ledger, dead: &[Out]) -> (Vec<String>, u64) {
+/// with the origin headers; besides, a shipment sent before its placement
+/// may be refused `insufficient_on_hand` when its location is short.
+pub fn dead_letters(ledger: &Ledger, dead: &[Out]) -> DeadLetterFindings {
     let mut v = Vec::new();
+    let mut refused = BTreeSet::new();
+    let ship_first: BTreeSet<&str> = ledger.ship_first.iter().map(|f| f.id.as_str()).collect();
     let mut seen: BTreeMap<String, u64> = BTreeMap::new();
     for d in dead {
-        let id = d.headers.get("dlq.event_id").filter(|i| i.starts_with("poison-")).cloned().unwrap_or_else(|| d.key.clone());
+        // Poison that cannot be read is keyed by its id.
+        let id = d.headers.get("dlq.event_id").cloned().unwrap_or_else(|| d.key.clone());
         for h in ["dlq.code", "dlq.message", "dlq.topic", "dlq.partition", "dlq.offset"] {
             if !d.headers.contains_key(h) {
                 v.push(format!("dead letter {id}: no {h} header"));
             }
         }
+        let code = d.headers.get("dlq.code").map(String::as_str);
+        if ship_first.contains(id.as_str()) && code == Some("insufficient_on_hand") {
+            refused.insert(id);
+            continue;
+        }
         match ledger.poison.get(&id) {
-            None => v.push(format!("dead letter {id} ({:?}) was not injected: a valid event was dead-lettered", d.headers.get("dlq.code"))),
+            None => v.push(format!("dead letter {id} ({code:?}) was not injected: a valid event was dead-lettered")),
             Some(code) if d.headers.get("dlq.code").map(String::as_str) != Some(*code) => {
                 v.push(format!("dead letter {id}: code {:?}, injected as {code}", d.headers.get("dlq.code")))
             }
@@ -124,7 +142,7 @@ pub fn dead_letters(ledger: &Ledger, dead: &[Out]) -> (Vec<String>, u64) {
         }
     }
     let again = seen.values().map(|n| n - 1).sum();
-    (v, again)
+    DeadLetterFindings { violations: v, again, refused_ship_first: refused }
 }
 
 /// What the availability topic says against the store, per key.
@@ -135,8 +153,11 @@ pub struct AvailabilityFindings {
     /// (workers publish concurrently; subscribers keep the highest version).
     pub out_of_order: u64,
     /// Keys whose last message by offset is older than their highest version:
-    /// a reader of the compacted topic that keeps the last message is stale.
+    /// a reader of the compacted topic that keeps the last message is stale
+    /// (a violation: the worker publishes the current one again).
     pub stale_last: Vec<String>,
+    /// Messages a worker published again because an older one landed last.
+    pub fenced: u64,
 }
 
 /// Per key, the highest version published carries the current (status,
@@ -148,6 +169,9 @@ pub fn availability(published: &[Out], current: &BTreeMap<String, (String, Value
     let mut best: BTreeMap<&str, &Value> = BTreeMap::new();
     for m in published {
         let d = &m.value["data"];
+        if d["caused_by"] == "reservoir.fence" {
+            f.fenced += 1;
+        }
         if let Some(prev) = last.get(m.key.as_str()) {
             if d["version"].as_u64() < prev["version"].as_u64() {
                 f.out_of_order += 1;
@@ -168,7 +192,11 @@ pub fn availability(published: &[Out], current: &BTreeMap<String, (String, Value
                 if d["version"].as_u64().is_none_or(|p| p > *version) {
                     f.violations.push(format!("{key}: published version {} is ahead of the stored {version}", d["version"]));
                 }
-                if last.get(key.as_str()).map(|l| &l["version"]) != Some(&d["version"]) {
+                if let Some(l) = last.get(key.as_str()).filter(|l| l["version"] != d["version"]) {
+                    f.violations.push(format!(
+                        "{key}: the last message on the topic has version {}, older than {} published before it (a reader of the compacted topic keeps the older)",
+                        l["version"], d["version"]
+                    ));
                     f.stale_last.push(key.clone());
                 }
             }
@@ -224,13 +252,20 @@ mod tests {
             v
         };
         let ok = [out("poison-1", Value::Null, &h("malformed_json", None)), out("SKU-1", Value::Null, &h("negative_on_hand", Some("poison-2")))];
-        assert_eq!(dead_letters(&l, &ok), (vec![], 0));
+        assert_eq!(dead_letters(&l, &ok), DeadLetterFindings::default());
         let mut twice = ok.to_vec();
         twice.push(ok[0].clone());
-        assert_eq!(dead_letters(&l, &twice).1, 1);
-        let (v, _) = dead_letters(&l, &[ok[0].clone(), out("SKU-2", Value::Null, &h("invalid_data", Some("e-7")))]);
+        assert_eq!(dead_letters(&l, &twice).again, 1);
+        let v = dead_letters(&l, &[ok[0].clone(), out("SKU-2", Value::Null, &h("invalid_data", Some("e-7")))]).violations;
         assert_eq!(v.len(), 2, "{v:?}");
         assert!(v[0].contains("was not injected") && v[1].contains("poison-2"), "{v:?}");
+        // A shipment sent before its placement may be refused for a short location, for no other reason.
+        l.ship_first.push(crate::soak::model::ShipFirst { id: "o1-ship-first-1".into(), order: "o1".into(), location: "L1".into(), line_id: "1".into(), sku: "A".into(), quantity: 1 });
+        let short = out("o1", Value::Null, &h("insufficient_on_hand", Some("o1-ship-first-1")));
+        let f = dead_letters(&l, &[ok[0].clone(), ok[1].clone(), short.clone()]);
+        assert_eq!((f.violations.len(), f.refused_ship_first.len()), (0, 1), "{f:?}");
+        let wrong = out("o1", Value::Null, &h("invalid_data", Some("o1-ship-first-1")));
+        assert_eq!(dead_letters(&l, &[ok[0].clone(), ok[1].clone(), wrong]).violations.len(), 1);
     }
 
     #[test]
@@ -243,7 +278,13 @@ mod tests {
         let mut late = published.to_vec();
         late.push(a("c/A", "in_stock", json!(5), 2));
         let f = availability(&late, &now);
-        assert_eq!((f.violations.len(), f.out_of_order, f.stale_last), (0, 1, vec!["c/A".to_string()]));
+        assert_eq!((f.violations.len(), f.out_of_order, f.stale_last), (1, 1, vec!["c/A".to_string()]));
+        assert!(f.violations[0].contains("last message on the topic has version 2, older than 4"), "{:?}", f.violations);
+        // Published again after it: current once more, the older one only counted.
+        late.push(a("c/A", "in_stock", json!(3), 6));
+        now.insert("c/A".into(), ("in_stock".into(), json!(3), 6));
+        let f = availability(&late, &now);
+        assert_eq!((f.violations.len(), f.out_of_order), (0, 1), "{:?}", f.violations);
         now.insert("c/B".into(), ("in_stock".into(), json!(1), 3));
         now.insert("c/C".into(), ("in_stock".into(), json!(1), 1));
         now.insert("c/A".into(), ("in_stock".into(), json!(3), 3));

@@ -13,7 +13,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::stack::Stack;
 use super::traffic::Ledger;
-use super::{checks, SoakError, SoakReport};
+use super::{checks, model, SoakError, SoakReport};
 use crate::bench::workload::{Catalog, ConfirmedOrder};
 use crate::config::Config;
 
@@ -24,12 +24,17 @@ const SESSION: Duration = Duration::from_secs(10);
 /// partitions away before it wakes up.
 const FREEZE: Duration = Duration::from_secs(13);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Fault {
+    #[value(name = "worker-kill")]
     KillWorker,
+    #[value(name = "worker-stop")]
     FreezeWorker,
+    #[value(name = "redis-kill")]
     KillRedis,
+    #[value(name = "script-flush")]
     ScriptFlush,
+    #[value(name = "broker-kill")]
     KillBroker,
 }
 
@@ -105,6 +110,11 @@ impl Progress {
 
     fn ends(&self) -> Result<Vec<i64>, rdkafka::error::KafkaError> {
         self.partitions.iter().map(|(t, p)| self.consumer.fetch_watermarks(t, *p, Duration::from_secs(10)).map(|w| w.1)).collect()
+    }
+
+    /// The group's committed offset per partition of `topic`.
+    pub fn committed_of(&self, topic: &str) -> Result<BTreeMap<i32, i64>, rdkafka::error::KafkaError> {
+        Ok(self.partitions.iter().zip(self.committed()?).filter(|((t, _), _)| t == topic).map(|((_, p), c)| (*p, c)).collect())
     }
 
     fn committed(&self) -> Result<Vec<i64>, rdkafka::error::KafkaError> {
@@ -193,23 +203,38 @@ pub async fn check_all(cfg: &Config, ledger: &Ledger, skus: u64, report: &mut So
     let results = read(cfg.topics.reservations.clone()).await.expect("reader task");
     let dead = read(cfg.topics.dead_letter.clone()).await.expect("reader task");
     let published = read(cfg.topics.availability.clone()).await.expect("reader task");
+    let mut confirmed = BTreeMap::new();
     match results {
-        Ok(r) => v.extend(checks::results(ledger, &r)),
+        Ok(r) => {
+            v.extend(checks::results(ledger, &r));
+            for m in r.iter().filter(|m| m.value["type"] == "inventory.reservation.confirmed") {
+                if let Some(o) = ConfirmedOrder::from_data(&m.value["data"]) {
+                    confirmed.insert(o.order_id.clone(), o);
+                }
+            }
+        }
         Err(e) => v.push(format!("cannot read the results: {e}")),
     }
+    let mut refused = Default::default();
     match dead {
         Ok(d) => {
-            let (found, again) = checks::dead_letters(ledger, &d);
-            v.extend(found);
-            report.dead_letters_repeated = again;
+            let f = checks::dead_letters(ledger, &d);
+            v.extend(f.violations);
+            report.dead_letters_repeated = f.again;
+            report.shipped_first_refused = f.refused_ship_first.len() as u64;
+            refused = f.refused_ship_first;
         }
         Err(e) => v.push(format!("cannot read the dead letters: {e}")),
     }
     let channels = crate::store::read_channels(&mut conn).await?;
     let mut current = BTreeMap::new();
+    let mut stock = model::Stock::new();
     for sku in (0..skus).map(Catalog::sku) {
         let fields: Vec<String> = redis::cmd("HGETALL").arg(crate::store::keys::SkuKeys::new(&sku).inv).query_async(&mut conn).await.map_err(crate::store::StoreError::from)?;
         let state = crate::store::reply::sku_state(&fields).map_err(crate::store::StoreError::Reply)?;
+        for (loc, l) in &state.levels {
+            stock.insert((sku.clone(), loc.clone()), (l.on_hand, l.reserved));
+        }
         for u in crate::domain::outcome::current(&sku, &state, channels.iter().map(|(n, l)| (n.as_str(), l.as_slice()))) {
             let a = &u.availability;
             let avail = a.available.map(|q| serde_json::to_value(q).expect("quantities serialize")).unwrap_or(serde_json::Value::Null);
@@ -222,8 +247,15 @@ pub async fn check_all(cfg: &Config, ledger: &Ledger, skus: u64, report: &mut So
             v.extend(f.violations);
             report.availability_out_of_order = f.out_of_order;
             report.stale_last_messages = f.stale_last;
+            report.availability_fenced = f.fenced;
         }
         Err(e) => v.push(format!("cannot read the availability topic: {e}")),
     }
+    let confirmed: Vec<ConfirmedOrder> = confirmed.into_values().collect();
+    let locations = channels.values().flatten().cloned().collect();
+    v.extend(model::outcomes(&ledger.facts, &confirmed, &locations));
+    let differences = model::compare(&model::expected(&ledger.facts, &confirmed, &ledger.ship_first, &refused), &stock);
+    report.model_differences = differences.len() as u64;
+    v.extend(differences);
     Ok(v)
 }

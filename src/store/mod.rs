@@ -8,6 +8,7 @@
 
 mod channels;
 pub mod conn;
+mod fence;
 mod holds;
 pub mod keys;
 mod orders;
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use channels::load as read_channels;
 pub use conn::Conn;
+pub use fence::Landed;
 pub use orders::{CancelOutcome, CreditLine, CreditMemo, OrderLine, PlaceOrder, Shipment, ShipmentLine};
 
 use crate::domain::{updates, AvailabilityUpdate, SkuChange, SkuState};

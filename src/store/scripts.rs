@@ -40,6 +40,7 @@ pub struct Scripts {
     pub order_settle: Lua,
     pub hold_index: Lua,
     pub hold_unindex: Lua,
+    pub avail_fence: Lua,
 }
 
 impl Scripts {
@@ -63,10 +64,11 @@ impl Scripts {
             order_settle: plain_script!("order_settle"),
             hold_index: plain_script!("hold_index"),
             hold_unindex: plain_script!("hold_unindex"),
+            avail_fence: plain_script!("avail_fence"),
         }
     }
 
-    pub fn all(&self) -> [&Lua; 18] {
+    pub fn all(&self) -> [&Lua; 19] {
         [
             &self.item_configure,
             &self.level_set,
@@ -86,6 +88,7 @@ impl Scripts {
             &self.order_settle,
             &self.hold_index,
             &self.hold_unindex,
+            &self.avail_fence,
         ]
     }
 }

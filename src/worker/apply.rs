@@ -6,7 +6,7 @@ use tokio::sync::watch;
 
 use super::batch::with_redis;
 use super::WorkerError;
-use crate::config::Config;
+use crate::config::{Config, Sabotage};
 use crate::domain::{AvailabilityUpdate, LineOutcome};
 use crate::publish::Out;
 use crate::store::{Effect, Engine};
@@ -14,6 +14,10 @@ use crate::wire::{output, Body, InputEvent};
 
 /// `caused_by` of availability published by the hold sweep.
 pub const HOLD_EXPIRY_CAUSE: &str = "reservoir.hold-expiry";
+
+/// `caused_by` of availability published again because an older message of
+/// another worker's landed after it on the topic.
+pub const FENCE_CAUSE: &str = "reservoir.fence";
 
 /// What one event did.
 pub struct Applied {
@@ -23,16 +27,25 @@ pub struct Applied {
     pub updates: Vec<AvailabilityUpdate>,
     /// Dead-letter code and message when (part of) the event was refused.
     pub dead: Option<(&'static str, String)>,
+    /// The store had applied this event before (a redelivery or a repeat).
+    pub repeat: bool,
 }
 
 impl Applied {
     fn from<T>(e: Effect<T>) -> (T, Applied) {
-        (e.outcome, Applied { outs: Vec::new(), updates: e.updates, dead: None })
+        let repeat = !e.skus.is_empty() && e.skus.iter().all(|s| s.repeat);
+        (e.outcome, Applied { outs: Vec::new(), updates: e.updates, dead: None, repeat })
     }
 }
 
 fn result_out(cfg: &Config, key: &str, (ty, data): (&str, serde_json::Value)) -> Out {
-    Out { topic: cfg.topics.reservations.clone(), key: key.as_bytes().to_vec(), payload: output::envelope(&cfg.source, ty, data), headers: Vec::new() }
+    Out {
+        topic: cfg.topics.reservations.clone(),
+        key: key.as_bytes().to_vec(),
+        payload: output::envelope(&cfg.source, ty, data),
+        headers: Vec::new(),
+        availability: None,
+    }
 }
 
 pub fn availability_out(cfg: &Config, u: &AvailabilityUpdate, caused_by: &str) -> Out {
@@ -41,6 +54,7 @@ pub fn availability_out(cfg: &Config, u: &AvailabilityUpdate, caused_by: &str) -
         key: format!("{}/{}", u.channel, u.sku).into_bytes(),
         payload: output::envelope(&cfg.source, "inventory.availability.changed", output::availability(u, caused_by)),
         headers: Vec::new(),
+        availability: Some((u.channel.clone(), u.sku.clone(), u.version)),
     }
 }
 
@@ -66,7 +80,7 @@ pub fn dead_letter(cfg: &Config, m: &OwnedMessage, code: &str, message: &str, ev
         headers.push(("dlq.value_bytes".to_string(), payload.len().to_string().into_bytes()));
         payload.clear();
     }
-    Out { topic: cfg.topics.dead_letter.clone(), key: m.key().unwrap_or_default().to_vec(), payload, headers }
+    Out { topic: cfg.topics.dead_letter.clone(), key: m.key().unwrap_or_default().to_vec(), payload, headers, availability: None }
 }
 
 fn refused(lines: &[LineOutcome]) -> Option<(&'static str, String)> {
@@ -100,14 +114,23 @@ pub async fn apply(engine: &Engine, cfg: &Config, ev: &InputEvent, stop: &watch:
             outs: Vec::new(),
             updates: Vec::new(),
             dead: Some(("invalid_data", format!("the event could not be applied: {e}"))),
+            repeat: false,
         }),
+        Ok(mut a) if a.repeat && cfg.sabotage == Some(Sabotage::NoRepublishOnRepeat) => {
+            a.outs.clear();
+            a.updates.clear();
+            Ok(a)
+        }
         other => other,
     }
 }
 
 async fn apply_once(engine: &Engine, cfg: &Config, ev: &InputEvent, stop: &watch::Receiver<bool>) -> Result<Applied, WorkerError> {
     // Ids are unique per producer: the engine remembers (source, id).
-    let idem = format!("{}:{}:{}", ev.source.len(), ev.source, ev.id);
+    let mut idem = format!("{}:{}:{}", ev.source.len(), ev.source, ev.id);
+    if cfg.sabotage == Some(Sabotage::SkipIdempotency) {
+        idem.push_str(&uuid::Uuid::new_v4().simple().to_string());
+    }
     let id = idem.as_str();
     let caused_by = ev.id.as_str();
     let what = ev.kind;

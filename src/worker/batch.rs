@@ -18,7 +18,7 @@ use crate::metrics as M;
 use crate::domain::AvailabilityUpdate;
 use crate::wire as events;
 use crate::publish::{Out, PublishError, Publisher};
-use crate::store::{Engine, StoreError};
+use crate::store::{Engine, Landed, StoreError};
 
 /// Counts of one batch, for logs and metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -27,6 +27,21 @@ pub struct BatchStats {
     pub applied: usize,
     pub dead_lettered: usize,
     pub published: usize,
+}
+
+/// The offsets to store once `msgs` took effect: per partition, one past
+/// the last message.
+pub fn next_offsets(msgs: &[OwnedMessage]) -> TopicPartitionList {
+    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for m in msgs {
+        let e = next.entry((m.topic(), m.partition())).or_insert(0);
+        *e = (*e).max(m.offset() + 1);
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((t, p), o) in next {
+        tpl.add_partition_offset(t, p, Offset::Offset(o)).expect("valid offset");
+    }
+    tpl
 }
 
 pub struct Processor {
@@ -158,20 +173,12 @@ impl Processor {
         outs.extend(coalesced.into_outs(&self.cfg));
         stats.published = outs.len();
         let applied_in = started.elapsed();
-        self.publisher.send_all(&outs, stop).await?;
+        let landed = self.publisher.send_all(&outs, stop).await?;
+        self.fence(&outs, &landed, stop).await?;
         self.record_published(&outs, msgs);
         tracing::debug!(?stats, apply_ms = applied_in.as_millis() as u64, publish_ms = (started.elapsed() - applied_in).as_millis() as u64, "batch applied");
 
-        let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-        for m in msgs {
-            let e = next.entry((m.topic(), m.partition())).or_insert(0);
-            *e = (*e).max(m.offset() + 1);
-        }
-        let mut tpl = TopicPartitionList::new();
-        for ((t, p), o) in next {
-            tpl.add_partition_offset(t, p, Offset::Offset(o)).expect("valid offset");
-        }
-        Ok(tpl)
+        Ok(next_offsets(msgs))
     }
 
     /// Counts availability published, and each input's latency from its
@@ -188,6 +195,42 @@ impl Processor {
         }
     }
 
+    /// After availability was acknowledged: where another worker's older
+    /// message of the same key landed after it, publishes the current
+    /// availability again (and checks that one too), so the compacted
+    /// topic's last message per key is current.
+    async fn fence(&self, outs: &[Out], landed: &[(i32, i64)], stop: &watch::Receiver<bool>) -> Result<(), WorkerError> {
+        let mut again = self.overtaken(outs, landed, stop).await?;
+        for _ in 0..5 {
+            if again.is_empty() {
+                return Ok(());
+            }
+            metrics::counter!(M::AVAILABILITY_REPUBLISHED).increment(again.len() as u64);
+            tracing::debug!(messages = again.len(), "availability published again: an older message landed last");
+            let landed = self.publisher.send_all(&again, stop).await?;
+            again = self.overtaken(&again, &landed, stop).await?;
+        }
+        tracing::warn!(messages = again.len(), "availability still overtaken after 5 rounds; the next change of these skus publishes it again");
+        Ok(())
+    }
+
+    /// The current availability of every key whose last message is older
+    /// than one published before it, after `outs` landed at `landed`.
+    async fn overtaken(&self, outs: &[Out], landed: &[(i32, i64)], stop: &watch::Receiver<bool>) -> Result<Vec<Out>, WorkerError> {
+        let mut by_sku: BTreeMap<&str, Vec<Landed>> = BTreeMap::new();
+        for (o, (p, off)) in outs.iter().zip(landed) {
+            if let Some((channel, sku, version)) = &o.availability {
+                by_sku.entry(sku.as_str()).or_default().push((channel.clone(), *version, *p, *off));
+            }
+        }
+        let stale = futures::future::join_all(by_sku.iter().map(|(sku, l)| with_redis("the availability fence", stop, move || self.engine.fence(sku, l)))).await;
+        let mut again = Coalesced::default();
+        for ups in stale {
+            again.add(ups?, apply::FENCE_CAUSE);
+        }
+        Ok(again.into_outs(&self.cfg))
+    }
+
     /// Releases due holds and publishes their availability.
     pub async fn sweep(&self, stop: &watch::Receiver<bool>) -> Result<usize, WorkerError> {
         let eff = with_redis("the hold sweep", stop, || self.engine.sweep_holds(1000)).await?;
@@ -195,7 +238,8 @@ impl Processor {
             let mut c = Coalesced::default();
             c.add(eff.updates, apply::HOLD_EXPIRY_CAUSE);
             let outs = c.into_outs(&self.cfg);
-            self.publisher.send_all(&outs, stop).await?;
+            let landed = self.publisher.send_all(&outs, stop).await?;
+            self.fence(&outs, &landed, stop).await?;
             metrics::counter!(M::HOLDS_EXPIRED).increment(eff.outcome as u64);
             metrics::counter!(M::AVAILABILITY_PUBLISHED).increment(outs.len() as u64);
             tracing::info!(released = eff.outcome, published = outs.len(), "expired holds released");

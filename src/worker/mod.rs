@@ -24,7 +24,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::ClientContext;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, Sabotage};
 use crate::http::Health;
 use crate::publish::{PublishError, Publisher};
 use crate::store::{Engine, StoreError};
@@ -146,6 +146,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let consumer: StreamConsumer<Context> = crate::kafka::consumer_config(&cfg).create_with_context(Context { health }).map_err(WorkerError::Consumer)?;
     consumer.subscribe(&cfg.topics.inputs()).map_err(WorkerError::Subscribe)?;
     tracing::info!(group = %cfg.group_id, topics = ?cfg.topics.inputs(), "worker started");
+    if let Some(s) = cfg.sabotage {
+        tracing::error!(sabotage = s.name(), "this worker breaks the contract on purpose (RESERVOIR_SABOTAGE); it is for the soak's own tests only");
+    }
 
     let processor = batch::Processor::new(cfg.clone(), engine, publisher.clone());
     let mut sweep = tokio::time::interval(cfg.sweep_interval);
@@ -171,6 +174,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     let _ = stop_tx.send(true);
                     std::future::pending::<()>().await
                 };
+                if cfg.sabotage == Some(Sabotage::OffsetsBeforeEffect) {
+                    let _ = consumer.store_offsets(&batch::next_offsets(&owned));
+                    let _ = consumer.commit_consumer_state(CommitMode::Async);
+                }
                 let span = batch_span(&owned);
                 let done = tokio::select! {
                     r = processor.process(&owned, &stop).instrument(span) => r,

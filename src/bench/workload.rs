@@ -107,6 +107,8 @@ enum Kind {
 
 const MAX_CARTS: usize = 20_000;
 const MAX_ORDERS: usize = 50_000;
+/// Settling: shipped orders kept for a refund, newest first (a few seconds' worth).
+const SETTLED_REFUNDABLE: usize = 200;
 
 pub struct Workload {
     catalog: Catalog,
@@ -223,7 +225,11 @@ impl Workload {
     /// refunded. The benchmark refunds as soon as it ships; a settling
     /// workload waits for this, so a refund always finds its units shipped.
     pub fn shipped(&mut self, o: ConfirmedOrder) {
-        if self.shipped.len() >= MAX_ORDERS {
+        // Settling, an order is refunded soon after it shipped or not at
+        // all: a refund long after would outlive its settled order's
+        // retention in the store, and wait for a placement forever.
+        let keep = if self.settle { SETTLED_REFUNDABLE } else { MAX_ORDERS };
+        if self.shipped.len() >= keep {
             self.shipped.pop_front();
         }
         self.shipped.push_back(o);
@@ -234,11 +240,12 @@ impl Workload {
         std::mem::take(&mut self.shipping)
     }
 
-    /// Some order that was confirmed (shipped or not), if any.
-    pub fn any_order(&mut self) -> Option<ConfirmedOrder> {
-        let n = self.confirmed.len() + self.shipped.len();
-        let i = self.rng.random_range(0..n.max(1));
-        self.confirmed.get(i).or_else(|| self.shipped.get(i.saturating_sub(self.confirmed.len()))).cloned()
+    /// Some confirmed order not yet shipped or canceled, if any (its record
+    /// in the store is alive: settled orders are forgotten after their
+    /// retention).
+    pub fn any_open_order(&mut self) -> Option<ConfirmedOrder> {
+        let i = self.rng.random_range(0..self.confirmed.len().max(1));
+        self.confirmed.get(i).cloned()
     }
 
     fn zipf_sku(&mut self) -> String {

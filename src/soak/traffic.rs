@@ -160,7 +160,7 @@ impl Traffic {
         let x: f64 = self.rng.random();
         if x < self.mix.poison {
             let sku = crate::bench::workload::Catalog::sku(self.rng.random_range(0..self.wl.catalog().skus));
-            let order = self.wl.any_order();
+            let order = self.wl.any_open_order();
             // Codes take turns; until an order is confirmed, those that need one are skipped.
             for _ in 0..POISON.len() {
                 let code = POISON[self.turn % POISON.len()];

@@ -175,6 +175,19 @@ pub fn outcomes(facts: &[Fact], confirmed: &[ConfirmedOrder], locations: &BTreeS
     v
 }
 
+/// Skus with more reserved than on hand over all their locations (the
+/// soak's channels sell from every location, and no sku has backorders or
+/// preorder): an oversell.
+pub fn oversold(actual: &Stock) -> Vec<String> {
+    let mut per_sku: BTreeMap<&str, (Qty, Qty)> = BTreeMap::new();
+    for ((sku, _), (h, r)) in actual {
+        let e = per_sku.entry(sku.as_str()).or_default();
+        e.0 += *h;
+        e.1 += *r;
+    }
+    per_sku.into_iter().filter(|(_, (h, r))| r > h).map(|(sku, (h, r))| format!("oversell: {sku} has {r} reserved over all locations, {h} on hand")).collect()
+}
+
 /// Differences between the model and what Redis holds.
 pub fn compare(expected: &Stock, actual: &Stock) -> Vec<String> {
     let keys: BTreeSet<&(String, String)> = expected.keys().chain(actual.keys()).collect();
@@ -216,6 +229,16 @@ mod tests {
         assert_eq!(fact(&ev("cart.line.held", json!({}))), None);
         let placed = json!({"order_id": "o", "channel": "c", "lines": [{"line_id": "1", "sku": "A", "quantity": 2}]});
         assert_eq!(fact(&ev("order.placed", placed)), Some(Fact::Place { order: "o".into(), lines: vec![("1".into(), "A".into(), 2)] }));
+    }
+
+    #[test]
+    fn an_oversell_is_counted_over_all_locations() {
+        let u = Qty::units;
+        let k = |l: &str| ("A".to_string(), l.to_string());
+        let mut s = Stock::from([(k("L1"), (u(6), u(7))), (k("L2"), (u(5), u(0)))]);
+        assert!(oversold(&s).is_empty());
+        s.insert(k("L2"), (u(0), u(0)));
+        assert_eq!(oversold(&s), vec!["oversell: A has 7 reserved over all locations, 6 on hand".to_string()]);
     }
 
     #[test]

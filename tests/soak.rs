@@ -23,20 +23,30 @@ fn soak(args: &[&str]) -> (Value, String, bool) {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("the reservoir binary");
+    // Read the report while the soak runs: one with many violations
+    // outgrows the pipe's buffer, and the soak would block writing it.
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+        text
+    });
     // The soak bounds its own waits; this only guards against a hang.
     let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
         if start.elapsed() > Duration::from_secs(20 * 60) {
             let _ = child.kill();
             panic!("the soak did not finish within 20 minutes");
         }
         std::thread::sleep(Duration::from_millis(500));
-    }
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    };
+    let text = reader.join().expect("the reader thread");
     let last = text.lines().last().unwrap_or_default();
     let report: Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("the last line is JSON ({e}):\n{text}"));
-    (report, text, out.status.success())
+    (report, text, status.success())
 }
 
 #[test]

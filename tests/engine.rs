@@ -174,12 +174,12 @@ async fn shipments_deduct_on_hand_and_reservation() {
             location: n.n("eu-1"),
             lines: vec![ShipmentLine { line_id: "1".into(), sku: n.n("SKU-1"), quantity: q("1") }],
         };
-        let eff = e.ship(&s).await.unwrap();
+        let eff = e.ship(&s, None).await.unwrap();
         assert_eq!(eff.outcome, vec![LineOutcome::Applied]);
         let lv = e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")];
         assert_eq!((lv.on_hand, lv.reserved), (q(h), q(r)));
         // Repeated shipment: nothing more.
-        e.ship(&s).await.unwrap();
+        e.ship(&s, None).await.unwrap();
         assert_eq!(e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")].on_hand, q(h));
     }
     let too_much = Shipment {
@@ -188,7 +188,7 @@ async fn shipments_deduct_on_hand_and_reservation() {
         location: n.n("eu-1"),
         lines: vec![ShipmentLine { line_id: "9".into(), sku: n.n("SKU-1"), quantity: q("8") }],
     };
-    let eff = e.ship(&too_much).await.unwrap();
+    let eff = e.ship(&too_much, None).await.unwrap();
     assert!(matches!(&eff.outcome[0], LineOutcome::Refused { code: "insufficient_on_hand", .. }));
     assert_eq!(e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")].on_hand, q("7"));
 }
@@ -206,7 +206,7 @@ async fn credit_memos_restock_shipped_units_once() {
         location: n.n("eu-1"),
         lines: vec![ShipmentLine { line_id: "1".into(), sku: n.n("SKU-1"), quantity: q("4") }],
     };
-    e.ship(&s).await.unwrap();
+    e.ship(&s, None).await.unwrap();
     let memo = |id: &str, qty: &str, back: bool| CreditMemo {
         credit_memo_id: n.n(id),
         order_id: n.n("o-1"),
@@ -220,14 +220,14 @@ async fn credit_memos_restock_shipped_units_once() {
     };
     assert_eq!(on_hand(&e).await.on_hand, q("6"));
     // 3 refunded: 1 unshipped releases the reservation, 2 shipped go back.
-    e.credit(&memo("cm-1", "3", true)).await.unwrap();
+    e.credit(&memo("cm-1", "3", true), None).await.unwrap();
     let lv = on_hand(&e).await;
     assert_eq!((lv.on_hand, lv.reserved), (q("8"), q("0")));
-    e.credit(&memo("cm-1", "3", true)).await.unwrap();
+    e.credit(&memo("cm-1", "3", true), None).await.unwrap();
     assert_eq!(on_hand(&e).await.on_hand, q("8"));
-    e.credit(&memo("cm-2", "1", false)).await.unwrap();
+    e.credit(&memo("cm-2", "1", false), None).await.unwrap();
     assert_eq!(on_hand(&e).await.on_hand, q("8"));
-    let over = e.credit(&memo("cm-3", "2", true)).await.unwrap();
+    let over = e.credit(&memo("cm-3", "2", true), None).await.unwrap();
     assert!(matches!(&over.outcome[0], LineOutcome::Refused { code: "over_refund", .. }));
 }
 
@@ -323,7 +323,7 @@ async fn shipment_and_partial_cancel_before_placement() {
         location: n.n("eu-1"),
         lines: vec![ShipmentLine { line_id: "1".into(), sku: n.n("SKU-1"), quantity: q("2") }],
     };
-    assert_eq!(e.ship(&s).await.unwrap().outcome, vec![LineOutcome::Pending]);
+    assert_eq!(e.ship(&s, None).await.unwrap().outcome, vec![LineOutcome::Pending]);
     assert_eq!(e.cancel_order(&n.n("ev-c"), &n.n("o-1"), Some(&[("1".into(), q("1"))])).await.unwrap().outcome, CancelOutcome::Pending);
     let placed = e.place_order(&order(&n, "o-1", &[("1", "SKU-1", "5")])).await.unwrap();
     confirmed(&placed.outcome);
@@ -331,11 +331,47 @@ async fn shipment_and_partial_cancel_before_placement() {
     let lv = e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")];
     assert_eq!((lv.on_hand, lv.reserved), (q("8"), q("2")));
     // Replaying everything changes nothing.
-    e.ship(&s).await.unwrap();
+    e.ship(&s, None).await.unwrap();
     e.cancel_order(&n.n("ev-c"), &n.n("o-1"), Some(&[("1".into(), q("1"))])).await.unwrap();
     e.place_order(&order(&n, "o-1", &[("1", "SKU-1", "5")])).await.unwrap();
     let lv = e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")];
     assert_eq!((lv.on_hand, lv.reserved), (q("8"), q("2")));
+}
+
+#[tokio::test]
+async fn kept_ops_refused_at_their_placement_come_back_with_their_origin() {
+    let r = RedisServer::start();
+    let (e, _) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "3", true)]).await;
+    let ship = |id: &str, qty: &str| Shipment {
+        shipment_id: n.n(id),
+        order_id: n.n("o-1"),
+        location: n.n("eu-1"),
+        lines: vec![ShipmentLine { line_id: "1".into(), sku: n.n("SKU-1"), quantity: q(qty) }],
+    };
+    let memo = CreditMemo {
+        credit_memo_id: n.n("cm-1"),
+        order_id: n.n("o-1"),
+        lines: vec![CreditLine { line_id: "1".into(), sku: n.n("SKU-1"), quantity: q("9"), back_to_stock: true, location: None }],
+    };
+    // Before the placement all three are kept; two can only be refused later.
+    assert_eq!(e.ship(&ship("s-ok", "1"), Some("origin of s-ok")).await.unwrap().outcome, vec![LineOutcome::Pending]);
+    assert_eq!(e.ship(&ship("s-big", "50"), Some("origin of s-big")).await.unwrap().outcome, vec![LineOutcome::Pending]);
+    assert_eq!(e.credit(&memo, Some("origin of cm-1")).await.unwrap().outcome, vec![LineOutcome::Pending]);
+    let placed = e.place_order(&order(&n, "o-1", &[("1", "SKU-1", "2")])).await.unwrap();
+    confirmed(&placed.outcome);
+    let late: Vec<(&str, &str)> = placed.late_refusals.iter().map(|l| (l.origin.as_str(), l.code)).collect();
+    assert_eq!(late, vec![("origin of s-big", "insufficient_on_hand"), ("origin of cm-1", "over_refund")]);
+    assert!(placed.late_refusals[0].message.contains("line_id=\"1\""), "{}", placed.late_refusals[0].message);
+    // Only the small shipment took effect: on hand 3 - 1, the line's 1 left reserved.
+    let lv = e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")];
+    assert_eq!((lv.on_hand, lv.reserved), (q("2"), q("1")));
+    // A repeated placement reports them again (its first publish may have died) and changes nothing.
+    let again = e.place_order(&order(&n, "o-1", &[("1", "SKU-1", "2")])).await.unwrap();
+    assert_eq!(again.late_refusals, placed.late_refusals);
+    let lv = e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")];
+    assert_eq!((lv.on_hand, lv.reserved), (q("2"), q("1")));
 }
 
 #[tokio::test]

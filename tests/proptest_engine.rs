@@ -502,7 +502,9 @@ enum Out {
     Hold(HoldOutcome),
     Released(Qty),
     Swept(usize),
-    Order(OrderOutcome),
+    /// The outcome, and the earlier shipments and credit memos the placement
+    /// refused ("shp:" or "cm:" and the id, and the code).
+    Order(OrderOutcome, Vec<(String, &'static str)>),
     Cancel(CancelOutcome),
     Lines(Vec<LineOutcome>),
 }
@@ -554,18 +556,19 @@ async fn run_engine(e: &Engine, clock: &Clock, c: &Call) -> Result<(Out, Reporte
         }
         Call::Place(o) => {
             let r = e.place_order(o).await?;
-            (Out::Order(r.outcome.clone()), reported(&r))
+            let late = r.late_refusals.iter().map(|l| (l.origin.clone(), l.code)).collect();
+            (Out::Order(r.outcome.clone(), late), reported(&r))
         }
         Call::Cancel { ev, order, lines } => {
             let r = e.cancel_order(ev, order, lines.as_deref()).await?;
             (Out::Cancel(r.outcome.clone()), reported(&r))
         }
         Call::Ship(s) => {
-            let r = e.ship(s).await?;
+            let r = e.ship(s, Some(&format!("shp:{}", s.shipment_id))).await?;
             (codes(r.outcome.clone()), reported(&r))
         }
         Call::Credit(cm) => {
-            let r = e.credit(cm).await?;
+            let r = e.credit(cm, Some(&format!("cm:{}", cm.credit_memo_id))).await?;
             (codes(r.outcome.clone()), reported(&r))
         }
         Call::Advance(ms) => {
@@ -596,7 +599,10 @@ fn run_model(m: &mut Model, c: &Call) -> Out {
         Call::Adjust { ev, sku, loc, delta } => Out::Adjust(m.adjust_level(ev, sku, loc, *delta)),
         Call::Hold { ev, cart, ch, sku, qty, expires } => Out::Hold(m.hold(ev, cart, ch, sku, *qty, *expires)),
         Call::Release { ev, cart, skus } => Out::Released(m.release_cart(ev, cart, skus.as_deref())),
-        Call::Place(o) => Out::Order(m.place_order(o)),
+        Call::Place(o) => {
+            let (outcome, late) = m.place_order(o);
+            Out::Order(outcome, late)
+        }
         Call::Cancel { ev, order, lines } => Out::Cancel(m.cancel_order(ev, order, lines.as_deref())),
         Call::Ship(s) => codes(m.ship(s)),
         Call::Credit(cm) => codes(m.credit(cm)),
@@ -653,7 +659,8 @@ impl Ctx {
 
     fn count_outcome(&self, c: &Call, o: &Out) {
         let what = match (c, o) {
-            (_, Out::Order(OrderOutcome::Confirmed { lines })) => {
+            (_, Out::Order(OrderOutcome::Confirmed { lines }, late)) if !late.is_empty() => format!("order confirmed, refusing an earlier {}", late[0].1),
+            (_, Out::Order(OrderOutcome::Confirmed { lines }, _)) => {
                 if lines.iter().any(|l| l.preordered.is_positive()) {
                     "order confirmed with preorder".to_string()
                 } else if lines.iter().any(|l| l.backordered.is_positive()) {
@@ -664,7 +671,7 @@ impl Ctx {
                     "order confirmed".to_string()
                 }
             }
-            (_, Out::Order(OrderOutcome::Rejected { lines })) => format!("order rejected {}", lines[0].reason.as_str()),
+            (_, Out::Order(OrderOutcome::Rejected { lines }, _)) => format!("order rejected {}", lines[0].reason.as_str()),
             (_, Out::Hold(h)) => format!("hold {}", if h.confirmed { "confirmed" } else { "rejected" }),
             (_, Out::Cancel(c)) => match c {
                 CancelOutcome::Released(q) if q.is_positive() => "cancel released > 0".into(),

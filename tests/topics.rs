@@ -517,12 +517,12 @@ async fn the_story_through_the_engine_gives_the_output_examples() {
             }
             Body::OrderCanceled { order_id, lines } => e.cancel_order(id, order_id, lines.as_deref()).await.unwrap().updates,
             Body::ShipmentCreated(s) => {
-                let r = e.ship(s).await.unwrap();
+                let r = e.ship(s, None).await.unwrap();
                 assert!(r.outcome.iter().all(|l| *l == reservoir::domain::LineOutcome::Applied), "{cb}: {:?}", r.outcome);
                 r.updates
             }
             Body::CreditMemoCreated(c) => {
-                let r = e.credit(c).await.unwrap();
+                let r = e.credit(c, None).await.unwrap();
                 assert!(r.outcome.iter().all(|l| *l == reservoir::domain::LineOutcome::Applied), "{cb}: {:?}", r.outcome);
                 r.updates
             }

@@ -157,6 +157,45 @@ async fn poison_goes_to_dead_letter_and_the_partition_moves_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shipment_refused_when_its_placement_arrives_is_dead_lettered_from_its_own_offset() {
+    let stack = Stack::start().await;
+    let cfg = config(stack.broker.as_ref().unwrap(), &stack.redis_url, 1).await;
+    let t = cfg.topics.clone();
+    let worker = InProcess::start(cfg.clone());
+    let p = producer(&stack.bootstrap);
+    let u = uid();
+    let (eu, sku, order_id) = (format!("eu-{u}"), format!("SKU-{u}"), format!("o-{u}"));
+    send(&p, &t.stock, &eu, &event("c1", "inventory.channel.configured", json!({"channel": eu, "locations": ["eu-1"]}))).await;
+    send(&p, &t.stock, &sku, &event("l1", "inventory.level.set", json!({"sku": sku, "location": "eu-1", "on_hand": 3}))).await;
+    // More than there is: only known to be refused once the placement applies it.
+    let shipment = event("s1", "shipment.created", json!({"shipment_id": "s1", "order_id": order_id, "location": "eu-1", "lines": [{"line_id": "1", "sku": sku, "quantity": 50}]}));
+    send(&p, &t.shipments, &order_id, &shipment).await;
+    // Kept on the order until its placement (another topic, so wait for it).
+    let (_, pending) = reservoir::store::keys::order(&order_id);
+    let (engine, _) = support::engine(&stack.redis_url).await;
+    let start = std::time::Instant::now();
+    while redis::cmd("LLEN").arg(&pending).query_async::<i64>(&mut engine.conn()).await.unwrap() == 0 {
+        assert!(start.elapsed() < T, "shipment not kept for its placement");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    send(&p, &t.orders, &order_id, &event("o1", "order.placed", json!({"order_id": order_id, "channel": eu, "lines": [{"line_id": "1", "sku": sku, "quantity": 2}]}))).await;
+    let mut dlq = Reader::new(&stack.bootstrap, &t.dead_letter);
+    let seen = dlq.until(T, "the refused shipment dead-lettered", |s| !s.is_empty()).await.to_vec();
+    let r = &seen[0];
+    assert_eq!((r.key.as_str(), &r.raw), (order_id.as_str(), &shipment), "the shipment's own key and value");
+    assert_eq!(r.headers["dlq.code"], "insufficient_on_hand");
+    assert_eq!((r.headers["dlq.topic"].as_str(), r.headers["dlq.partition"].as_str(), r.headers["dlq.offset"].as_str()), (t.shipments.as_str(), "0", "0"));
+    assert_eq!(r.headers["dlq.event_id"], "s1");
+    assert!(r.headers["dlq.message"].contains("line_id=\"1\""), "{}", r.headers["dlq.message"]);
+    // The order itself was confirmed, and nothing shipped.
+    let mut results = Reader::new(&stack.bootstrap, &t.reservations);
+    results.until(T, "order confirmed", |s| !of_type(s, "inventory.reservation.confirmed").is_empty()).await;
+    let mut avail = Reader::new(&stack.bootstrap, &t.availability);
+    avail.until(T, "3 on hand, 2 reserved", |s| latest(s).get(&format!("{eu}/{sku}")).is_some_and(|v| v["on_hand"] == json!(3) && v["reserved"] == json!(2))).await;
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_new_event_ids_and_replays_change_nothing() {
     let stack = Stack::start().await;
     let mut cfg = config(stack.broker.as_ref().unwrap(), &stack.redis_url, 2).await;

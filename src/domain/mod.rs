@@ -7,6 +7,6 @@ pub mod outcome;
 pub use availability::{availability, stocked_in, Availability, Remaining, Status};
 pub use item::{BeyondStock, ItemConfig, Level, SkuState, Tracking};
 pub use outcome::{
-    updates, Allocation, AvailabilityUpdate, ConfirmedLine, HoldOutcome, LineOutcome, OrderOutcome, RejectReason,
+    updates, Allocation, AvailabilityUpdate, ConfirmedLine, HoldOutcome, LineOutcome, OrderOutcome, RejectReason, refusal,
     RejectedLine, SkuChange,
 };

@@ -95,6 +95,20 @@ pub enum LineOutcome {
     Refused { code: &'static str, message: String },
 }
 
+/// The dead letter of a shipment or credit memo whose lines were (partly)
+/// refused: the first refusal's code and every refused line's sentence.
+pub fn refusal(lines: &[LineOutcome]) -> Option<(&'static str, String)> {
+    let msgs: Vec<(&'static str, &str)> = lines
+        .iter()
+        .filter_map(|l| match l {
+            LineOutcome::Refused { code, message } => Some((*code, message.as_str())),
+            _ => None,
+        })
+        .collect();
+    let code = msgs.first()?.0;
+    Some((code, msgs.iter().map(|(_, m)| *m).collect::<Vec<_>>().join("; ")))
+}
+
 /// A sku's state before and after one call. `repeat` marks a call the
 /// engine had applied before (same idempotency key): nothing changed now,
 /// and the caller publishes the current availability again in case the

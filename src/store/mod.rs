@@ -147,6 +147,19 @@ pub struct Effect<T> {
     pub outcome: T,
     pub skus: Vec<SkuChange>,
     pub updates: Vec<AvailabilityUpdate>,
+    /// Shipments and credit memos kept until this placement and refused
+    /// (in part) when it applied them: each is dead-lettered now.
+    pub late_refusals: Vec<LateRefusal>,
+}
+
+/// A shipment or credit memo that arrived before its order's placement and
+/// was refused when the placement applied it. `origin` is what the caller
+/// gave with it (the worker keeps the original message there).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LateRefusal {
+    pub origin: String,
+    pub code: &'static str,
+    pub message: String,
 }
 
 impl<T> Effect<T> {
@@ -266,7 +279,7 @@ impl Engine {
             .iter()
             .flat_map(|c| updates(c, channels.iter().map(|(n, l)| (n.as_str(), l.as_slice()))))
             .collect();
-        Ok(Effect { outcome, skus: changes.0, updates: ups })
+        Ok(Effect { outcome, skus: changes.0, updates: ups, late_refusals: Vec::new() })
     }
 }
 

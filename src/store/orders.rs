@@ -14,7 +14,9 @@
 //!    then record the rejection with reason `canceled`.
 //! 5. Ops that arrived before the decision (cancels, shipments, credit memos)
 //!    were queued on the order key atomically against `decide`; they are
-//!    applied now, idempotently (each has an op id on every sku record).
+//!    applied now, idempotently (each has an op id on every sku record); a
+//!    shipment or credit memo refused then comes back as a late refusal,
+//!    with the origin its caller gave, for the caller to dead-letter.
 
 use std::collections::BTreeMap;
 
@@ -22,8 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::{self, SkuKeys};
 use super::reply::{self, split, Reply};
-use super::{check_id, qarg, Changes, Effect, Engine, StoreError};
-use crate::domain::{Allocation, ConfirmedLine, LineOutcome, OrderOutcome, RejectReason, RejectedLine};
+use super::{check_id, qarg, Changes, Effect, Engine, LateRefusal, StoreError};
+use crate::domain::{refusal, Allocation, ConfirmedLine, LineOutcome, OrderOutcome, RejectReason, RejectedLine};
 use crate::qty::Qty;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,13 +85,25 @@ pub enum CancelOutcome {
     CanceledFirst,
 }
 
-/// An op queued on the order key until the placement is decided.
+/// An op queued on the order key until the placement is decided. A
+/// shipment or credit memo keeps its caller's `origin`, to hand back if the
+/// placement refuses it (ops queued before origins were kept have none).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum PendingOp {
     Cancel { event_id: String, lines: Vec<(String, Qty)> },
-    Ship(Shipment),
-    Credit(CreditMemo),
+    Ship {
+        #[serde(flatten)]
+        shipment: Shipment,
+        #[serde(default)]
+        origin: String,
+    },
+    Credit {
+        #[serde(flatten)]
+        memo: CreditMemo,
+        #[serde(default)]
+        origin: String,
+    },
 }
 
 /// The order key's answer: decision state, stored outcome, line -> sku map,
@@ -293,11 +307,14 @@ impl Engine {
                 }
             }
         }
+        let mut late = Vec::new();
         for op in &decision.pending {
-            self.apply_pending(&o.order_id, op, &decision, &mut changes).await?;
+            late.extend(self.apply_pending(&o.order_id, op, &decision, &mut changes).await?);
         }
         self.index_new_rows(&changes).await?;
-        self.effect(outcome, changes).await
+        let mut e = self.effect(outcome, changes).await?;
+        e.late_refusals = late;
+        Ok(e)
     }
 
     async fn try_place(&self, o: &PlaceOrder, changes: &mut Changes) -> Result<Decision, StoreError> {
@@ -381,21 +398,20 @@ impl Engine {
         })
     }
 
-    async fn apply_pending(&self, order_id: &str, op: &PendingOp, d: &Decision, changes: &mut Changes) -> Result<(), StoreError> {
-        match op {
+    /// Applies a queued op (again, on a repeated placement: each is
+    /// idempotent and answers as it did the first time).
+    async fn apply_pending(&self, order_id: &str, op: &PendingOp, d: &Decision, changes: &mut Changes) -> Result<Option<LateRefusal>, StoreError> {
+        let (lines, origin) = match op {
             PendingOp::Cancel { event_id, lines } => {
                 if d.state == "confirmed" {
                     self.release_decided(event_id, &d.lines, order_id, Some(lines), changes).await?;
                 }
+                return Ok(None);
             }
-            PendingOp::Ship(s) => {
-                self.ship_decided(s, d, changes).await?;
-            }
-            PendingOp::Credit(c) => {
-                self.credit_decided(c, d, changes).await?;
-            }
-        }
-        Ok(())
+            PendingOp::Ship { shipment, origin } => (self.ship_decided(shipment, d, changes).await?, origin),
+            PendingOp::Credit { memo, origin } => (self.credit_decided(memo, d, changes).await?, origin),
+        };
+        Ok(refusal(&lines).map(|(code, message)| LateRefusal { origin: origin.clone(), code, message }))
     }
 
     /// `order.canceled`: releases what the order still has reserved (all of
@@ -469,7 +485,9 @@ impl Engine {
     /// `shipment.created`: deducts each line at the shipping location. A
     /// line that would take on_hand below zero is refused
     /// (`insufficient_on_hand`) and changes nothing; the other lines apply.
-    pub async fn ship(&self, s: &Shipment) -> Result<Effect<Vec<LineOutcome>>, StoreError> {
+    /// Before the placement the shipment is kept with `origin`, returned in
+    /// the placement's [`Effect::late_refusals`] if a line is refused then.
+    pub async fn ship(&self, s: &Shipment, origin: Option<&str>) -> Result<Effect<Vec<LineOutcome>>, StoreError> {
         check_id("shipment_id", &s.shipment_id)?;
         check_id("order_id", &s.order_id)?;
         check_id("location", &s.location)?;
@@ -480,7 +498,7 @@ impl Engine {
                 return Err(StoreError::Invalid(format!("line {:?} quantity must be > 0, got {}", l.line_id, l.quantity)));
             }
         }
-        let d = self.note(&s.order_id, &format!("shp:{}", s.shipment_id), false, &PendingOp::Ship(s.clone())).await?;
+        let d = self.note(&s.order_id, &format!("shp:{}", s.shipment_id), false, &PendingOp::Ship { shipment: s.clone(), origin: origin.unwrap_or_default().to_string() }).await?;
         let mut changes = Changes::default();
         let outcome = if d.state == "pending" { vec![LineOutcome::Pending; s.lines.len()] } else { self.ship_decided(s, &d, &mut changes).await? };
         self.index_new_rows(&changes).await?;
@@ -525,7 +543,8 @@ impl Engine {
     /// `credit_memo.created`: per line, unshipped refunded units release the
     /// reservation, shipped ones go back to stock when `back_to_stock`.
     /// Refunding more than the line ordered is refused (`over_refund`).
-    pub async fn credit(&self, c: &CreditMemo) -> Result<Effect<Vec<LineOutcome>>, StoreError> {
+    /// Kept with `origin` before the placement, as [`Engine::ship`].
+    pub async fn credit(&self, c: &CreditMemo, origin: Option<&str>) -> Result<Effect<Vec<LineOutcome>>, StoreError> {
         check_id("credit_memo_id", &c.credit_memo_id)?;
         check_id("order_id", &c.order_id)?;
         for l in &c.lines {
@@ -538,7 +557,7 @@ impl Engine {
                 return Err(StoreError::Invalid(format!("line {:?} quantity must be > 0, got {}", l.line_id, l.quantity)));
             }
         }
-        let d = self.note(&c.order_id, &format!("cm:{}", c.credit_memo_id), false, &PendingOp::Credit(c.clone())).await?;
+        let d = self.note(&c.order_id, &format!("cm:{}", c.credit_memo_id), false, &PendingOp::Credit { memo: c.clone(), origin: origin.unwrap_or_default().to_string() }).await?;
         let mut changes = Changes::default();
         let outcome = if d.state == "pending" { vec![LineOutcome::Pending; c.lines.len()] } else { self.credit_decided(c, &d, &mut changes).await? };
         self.index_new_rows(&changes).await?;

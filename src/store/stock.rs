@@ -97,7 +97,7 @@ impl Engine {
             }
             changes.add(&sku, r.before, r.after, repeat);
         }
-        Ok(Effect { outcome: (), skus: changes.0, updates: ups })
+        Ok(Effect { outcome: (), skus: changes.0, updates: ups, late_refusals: Vec::new() })
     }
 
     /// `inventory.item.configured`: replaces the sku's settings.

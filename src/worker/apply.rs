@@ -1,15 +1,16 @@
 //! Applying one decoded event through the engine, and the messages it
 //! causes: results, dead letters and availability updates.
 
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use tokio::sync::watch;
 
 use super::batch::with_redis;
 use super::WorkerError;
 use crate::config::{Config, Sabotage};
-use crate::domain::{AvailabilityUpdate, LineOutcome};
+pub use super::origin::Origin;
+use crate::domain::{refusal, AvailabilityUpdate};
 use crate::publish::Out;
-use crate::store::{Effect, Engine};
+use crate::store::{Effect, Engine, LateRefusal};
 use crate::wire::{output, Body, InputEvent};
 
 /// `caused_by` of availability published by the hold sweep.
@@ -27,6 +28,8 @@ pub struct Applied {
     pub updates: Vec<AvailabilityUpdate>,
     /// Dead-letter code and message when (part of) the event was refused.
     pub dead: Option<(&'static str, String)>,
+    /// Earlier shipments and credit memos this placement refused.
+    pub late: Vec<LateRefusal>,
     /// The store had applied this event before (a redelivery or a repeat).
     pub repeat: bool,
 }
@@ -34,7 +37,7 @@ pub struct Applied {
 impl Applied {
     fn from<T>(e: Effect<T>) -> (T, Applied) {
         let repeat = !e.skus.is_empty() && e.skus.iter().all(|s| s.repeat);
-        (e.outcome, Applied { outs: Vec::new(), updates: e.updates, dead: None, repeat })
+        (e.outcome, Applied { outs: Vec::new(), updates: e.updates, dead: None, late: e.late_refusals, repeat })
     }
 }
 
@@ -58,41 +61,9 @@ pub fn availability_out(cfg: &Config, u: &AvailabilityUpdate, caused_by: &str) -
     }
 }
 
-/// Values larger than this are dead-lettered without their value (header
-/// `dlq.value_bytes` says how large it was): Kafka's default message limit
-/// would refuse them, and the partition must not stall on it.
-const DLQ_MAX_VALUE: usize = 900 * 1024;
-
 /// The original key and value with the `dlq.*` headers.
 pub fn dead_letter(cfg: &Config, m: &OwnedMessage, code: &str, message: &str, event_id: Option<&str>) -> Out {
-    let mut headers = vec![
-        ("dlq.code".to_string(), code.as_bytes().to_vec()),
-        ("dlq.message".to_string(), message.as_bytes().to_vec()),
-        ("dlq.topic".to_string(), m.topic().as_bytes().to_vec()),
-        ("dlq.partition".to_string(), m.partition().to_string().into_bytes()),
-        ("dlq.offset".to_string(), m.offset().to_string().into_bytes()),
-    ];
-    if let Some(id) = event_id {
-        headers.push(("dlq.event_id".to_string(), id.as_bytes().to_vec()));
-    }
-    let mut payload = m.payload().unwrap_or_default().to_vec();
-    if payload.len() > DLQ_MAX_VALUE {
-        headers.push(("dlq.value_bytes".to_string(), payload.len().to_string().into_bytes()));
-        payload.clear();
-    }
-    Out { topic: cfg.topics.dead_letter.clone(), key: m.key().unwrap_or_default().to_vec(), payload, headers, availability: None }
-}
-
-fn refused(lines: &[LineOutcome]) -> Option<(&'static str, String)> {
-    let msgs: Vec<(&'static str, &str)> = lines
-        .iter()
-        .filter_map(|l| match l {
-            LineOutcome::Refused { code, message } => Some((*code, message.as_str())),
-            _ => None,
-        })
-        .collect();
-    let code = msgs.first()?.0;
-    Some((code, msgs.iter().map(|(_, m)| *m).collect::<Vec<_>>().join("; ")))
+    Origin::of(m, event_id).dead_letter(&cfg.topics.dead_letter, code, message)
 }
 
 fn count_reservation(o: &crate::domain::OrderOutcome) {
@@ -108,12 +79,13 @@ fn count_reservation(o: &crate::domain::OrderOutcome) {
 
 /// Applies one event, retrying while Redis is unavailable. An error the
 /// engine says retrying cannot fix dead-letters the event (`invalid_data`).
-pub async fn apply(engine: &Engine, cfg: &Config, ev: &InputEvent, stop: &watch::Receiver<bool>) -> Result<Applied, WorkerError> {
-    match apply_once(engine, cfg, ev, stop).await {
+pub async fn apply(engine: &Engine, cfg: &Config, m: &OwnedMessage, ev: &InputEvent, stop: &watch::Receiver<bool>) -> Result<Applied, WorkerError> {
+    match apply_once(engine, cfg, m, ev, stop).await {
         Err(WorkerError::Store(e)) if !e.is_retryable() => Ok(Applied {
             outs: Vec::new(),
             updates: Vec::new(),
             dead: Some(("invalid_data", format!("the event could not be applied: {e}"))),
+            late: Vec::new(),
             repeat: false,
         }),
         Ok(mut a) if a.repeat && cfg.sabotage == Some(Sabotage::NoRepublishOnRepeat) => {
@@ -125,7 +97,7 @@ pub async fn apply(engine: &Engine, cfg: &Config, ev: &InputEvent, stop: &watch:
     }
 }
 
-async fn apply_once(engine: &Engine, cfg: &Config, ev: &InputEvent, stop: &watch::Receiver<bool>) -> Result<Applied, WorkerError> {
+async fn apply_once(engine: &Engine, cfg: &Config, m: &OwnedMessage, ev: &InputEvent, stop: &watch::Receiver<bool>) -> Result<Applied, WorkerError> {
     // Ids are unique per producer: the engine remembers (source, id).
     let mut idem = format!("{}:{}:{}", ev.source.len(), ev.source, ev.id);
     if cfg.sabotage == Some(Sabotage::SkipIdempotency) {
@@ -160,13 +132,15 @@ async fn apply_once(engine: &Engine, cfg: &Config, ev: &InputEvent, stop: &watch
         }
         Body::OrderCanceled { order_id, lines } => Applied::from(with_redis(what, stop, || engine.cancel_order(id, order_id, lines.as_deref())).await?).1,
         Body::ShipmentCreated(s) => {
-            let (lines, mut a) = Applied::from(with_redis(what, stop, || engine.ship(s)).await?);
-            a.dead = refused(&lines);
+            let origin = Origin::of(m, Some(&ev.id)).encode();
+            let (lines, mut a) = Applied::from(with_redis(what, stop, || engine.ship(s, Some(&origin))).await?);
+            a.dead = refusal(&lines);
             a
         }
         Body::CreditMemoCreated(c) => {
-            let (lines, mut a) = Applied::from(with_redis(what, stop, || engine.credit(c)).await?);
-            a.dead = refused(&lines);
+            let origin = Origin::of(m, Some(&ev.id)).encode();
+            let (lines, mut a) = Applied::from(with_redis(what, stop, || engine.credit(c, Some(&origin))).await?);
+            a.dead = refusal(&lines);
             a
         }
     })

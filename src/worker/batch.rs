@@ -18,7 +18,7 @@ use crate::metrics as M;
 use crate::domain::AvailabilityUpdate;
 use crate::wire as events;
 use crate::publish::{Out, PublishError, Publisher};
-use crate::store::{Engine, Landed, StoreError};
+use crate::store::{Engine, LateRefusal, Landed, StoreError};
 
 /// Counts of one batch, for logs and metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -149,7 +149,7 @@ impl Processor {
         let results = futures::future::join_all(groups.iter().map(|g| async move {
             let mut done: Vec<(&OwnedMessage, &events::InputEvent, Applied)> = Vec::new();
             for (m, ev) in g {
-                let a = apply::apply(&self.engine, &self.cfg, ev, stop).await?;
+                let a = apply::apply(&self.engine, &self.cfg, m, ev, stop).await?;
                 done.push((m, ev, a));
             }
             Ok::<_, WorkerError>(done)
@@ -167,6 +167,10 @@ impl Processor {
                     metrics::counter!(M::DEAD_LETTERED, "topic" => m.topic().to_string(), "code" => code).increment(1);
                     outs.push(apply::dead_letter(&self.cfg, m, code, &message, Some(&ev.id)));
                 }
+                for late in a.late {
+                    stats.dead_lettered += 1;
+                    outs.extend(self.late_dead_letter(m, &late));
+                }
                 coalesced.add(a.updates, &ev.id);
             }
         }
@@ -179,6 +183,24 @@ impl Processor {
         tracing::debug!(?stats, apply_ms = applied_in.as_millis() as u64, publish_ms = (started.elapsed() - applied_in).as_millis() as u64, "batch applied");
 
         Ok(next_offsets(msgs))
+    }
+
+    /// The dead letter of a shipment or credit memo that the placement `m`
+    /// refused, from the original message the store kept with it.
+    fn late_dead_letter(&self, m: &OwnedMessage, late: &LateRefusal) -> Option<Out> {
+        let (code, message) = (late.code, late.message.as_str());
+        match apply::Origin::decode(&late.origin) {
+            Ok(o) => {
+                tracing::warn!(topic = o.topic, partition = o.partition, offset = o.offset, placed_at = m.offset(), code, "dead letter (refused when its placement arrived): {message}");
+                metrics::counter!(M::DEAD_LETTERED, "topic" => o.topic.clone(), "code" => code).increment(1);
+                Some(o.dead_letter(&self.cfg.topics.dead_letter, code, message))
+            }
+            // Kept before origins were stored: nothing to dead-letter from.
+            Err(e) => {
+                tracing::error!(placement_offset = m.offset(), code, origin_error = %e, "a shipment or credit memo kept before its placement was refused, and its original message is unknown: {message}");
+                None
+            }
+        }
     }
 
     /// Counts availability published, and each input's latency from its

@@ -10,6 +10,7 @@
 
 mod apply;
 mod batch;
+mod origin;
 
 use std::future::Future;
 use std::sync::atomic::Ordering;

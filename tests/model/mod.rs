@@ -616,15 +616,17 @@ impl Model {
     // ----- shop.orders -----------------------------------------------------
 
     /// `order.placed`: all or nothing; a repeat returns the first outcome.
-    pub fn place_order(&mut self, o: &PlaceOrder) -> OrderOutcome {
+    /// Also returns the ops kept before it that it refused ("shp:"/"cm:" id,
+    /// code), to be dead-lettered.
+    pub fn place_order(&mut self, o: &PlaceOrder) -> (OrderOutcome, Vec<(String, &'static str)>) {
         let state = self.orders.entry(o.order_id.clone()).or_default().state.clone();
         let outcome = match state {
             OrderState::Decided { outcome, .. } => {
                 hit("placement repeated");
                 // Ops that were pending are idempotent: re-applying them
                 // only touches their skus.
-                self.apply_pending(&o.order_id);
-                return outcome;
+                let late = self.apply_pending(&o.order_id);
+                return (outcome, late);
             }
             OrderState::CanceledFirst => {
                 self.abort_all(o);
@@ -638,8 +640,8 @@ impl Model {
             outcome: outcome.clone(),
             lines: o.lines.iter().map(|l| (l.line_id.clone(), l.sku.clone())).collect(),
         };
-        self.apply_pending(&o.order_id);
-        outcome
+        let late = self.apply_pending(&o.order_id);
+        (outcome, late)
     }
 
     fn try_place(&mut self, o: &PlaceOrder) -> OrderOutcome {
@@ -802,7 +804,14 @@ impl Model {
         }
     }
 
-    fn apply_pending(&mut self, order_id: &str) {
+    fn apply_pending(&mut self, order_id: &str) -> Vec<(String, &'static str)> {
+        let mut late = Vec::new();
+        let mut refusal = |id: String, lines: Vec<LineOutcome>| {
+            if let Some(LineOutcome::Refused { code, .. }) = lines.into_iter().find(|l| matches!(l, LineOutcome::Refused { .. })) {
+                hit("kept op refused at its placement");
+                late.push((id, code));
+            }
+        };
         let order = self.orders.get(order_id).expect("order").clone();
         let OrderState::Decided { confirmed, lines, .. } = &order.state else { panic!("model: pending ops of an undecided order") };
         for op in &order.pending {
@@ -815,14 +824,15 @@ impl Model {
                 }
                 PendingOp::Ship(s) => {
                     hit(if *confirmed { "pending shipment after confirmation" } else { "pending shipment after rejection" });
-                    self.ship_decided(s);
+                    refusal(format!("shp:{}", s.shipment_id), self.ship_decided(s));
                 }
                 PendingOp::Credit(c) => {
                     hit(if *confirmed { "pending credit memo after confirmation" } else { "pending credit memo after rejection" });
-                    self.credit_decided(c);
+                    refusal(format!("cm:{}", c.credit_memo_id), self.credit_decided(c));
                 }
             }
         }
+        late
     }
 
     /// `order.canceled`: whole (lines None) or partial.

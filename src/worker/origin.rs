@@ -1,0 +1,115 @@
+//! Where an input event came from, and its dead letter.
+//!
+//! A shipment or credit memo that arrives before its order's placement is
+//! kept in Redis until the placement, and may be refused only then, long
+//! after its own offset was committed. So the worker hands the store the
+//! original message with it (as [`Origin::encode`]), and dead-letters it
+//! from there when the placement reports the refusal.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use rdkafka::message::{Message, OwnedMessage};
+use serde::{Deserialize, Serialize};
+
+use crate::publish::Out;
+
+/// Values larger than this are dead-lettered without their value (header
+/// `dlq.value_bytes` says how large it was): Kafka's default message limit
+/// would refuse them, and the partition must not stall on it.
+const DLQ_MAX_VALUE: usize = 900 * 1024;
+
+/// An input message: where it was, and its key and value unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub event_id: Option<String>,
+    #[serde(with = "base64_bytes")]
+    pub key: Vec<u8>,
+    #[serde(with = "base64_bytes")]
+    pub value: Vec<u8>,
+}
+
+mod base64_bytes {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&B64.encode(b))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        B64.decode(s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Origin {
+    pub fn of(m: &OwnedMessage, event_id: Option<&str>) -> Origin {
+        Origin {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            event_id: event_id.map(str::to_string),
+            key: m.key().unwrap_or_default().to_vec(),
+            value: m.payload().unwrap_or_default().to_vec(),
+        }
+    }
+
+    /// The form the store keeps (JSON, key and value in base64).
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("an origin serializes")
+    }
+
+    pub fn decode(s: &str) -> Result<Origin, serde_json::Error> {
+        serde_json::from_str(s)
+    }
+
+    /// The original key and value with the `dlq.*` headers.
+    pub fn dead_letter(&self, dead_letter_topic: &str, code: &str, message: &str) -> Out {
+        let mut headers = vec![
+            ("dlq.code".to_string(), code.as_bytes().to_vec()),
+            ("dlq.message".to_string(), message.as_bytes().to_vec()),
+            ("dlq.topic".to_string(), self.topic.as_bytes().to_vec()),
+            ("dlq.partition".to_string(), self.partition.to_string().into_bytes()),
+            ("dlq.offset".to_string(), self.offset.to_string().into_bytes()),
+        ];
+        if let Some(id) = &self.event_id {
+            headers.push(("dlq.event_id".to_string(), id.as_bytes().to_vec()));
+        }
+        let mut payload = self.value.clone();
+        if payload.len() > DLQ_MAX_VALUE {
+            headers.push(("dlq.value_bytes".to_string(), payload.len().to_string().into_bytes()));
+            payload.clear();
+        }
+        Out { topic: dead_letter_topic.to_string(), key: self.key.clone(), payload, headers, availability: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_any_bytes() {
+        let o = Origin {
+            topic: "shop.shipments".into(),
+            partition: 3,
+            offset: 42,
+            event_id: Some("e-1".into()),
+            key: vec![0, 255, b'"', b'\n'],
+            value: br#"{"id":"e-1","data":{"q":1.50}}"#.to_vec(),
+        };
+        assert_eq!(Origin::decode(&o.encode()).unwrap(), o);
+    }
+
+    #[test]
+    fn dead_letter_keeps_key_value_and_names_the_origin() {
+        let o = Origin { topic: "t".into(), partition: 1, offset: 7, event_id: None, key: b"k".to_vec(), value: b"v".to_vec() };
+        let out = o.dead_letter("inventory.dead-letter", "over_refund", "data.lines[line_id=\"1\"]: too much");
+        assert_eq!((out.key.as_slice(), out.payload.as_slice()), (&b"k"[..], &b"v"[..]));
+        let h: Vec<(&str, &[u8])> = out.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+        assert!(h.contains(&("dlq.offset", &b"7"[..])) && h.contains(&("dlq.topic", &b"t"[..])), "{h:?}");
+        assert!(!h.iter().any(|(k, _)| *k == "dlq.event_id"));
+    }
+}

@@ -66,6 +66,18 @@ pub struct ConfirmedOrder {
 }
 
 impl ConfirmedOrder {
+    /// The locations it was allocated at, in order of first appearance:
+    /// settling ships once from each.
+    pub fn locations(&self) -> Vec<&str> {
+        let mut locs: Vec<&str> = Vec::new();
+        for a in self.lines.iter().flat_map(|l| l.2.iter()) {
+            if !locs.contains(&a.0.as_str()) {
+                locs.push(&a.0);
+            }
+        }
+        locs
+    }
+
     /// Reads an `inventory.reservation.confirmed` event's data.
     pub fn from_data(data: &Value) -> Option<ConfirmedOrder> {
         let order_id = data.get("order_id")?.as_str()?.to_string();
@@ -389,12 +401,7 @@ impl Workload {
     /// locations stay reserved), a settling workload all of them.
     fn ship(&mut self) -> Option<GenEvent> {
         let o = self.take_confirmed()?;
-        let mut locs: Vec<String> = Vec::new();
-        for a in o.lines.iter().flat_map(|l| l.2.iter()) {
-            if !locs.contains(&a.0) {
-                locs.push(a.0.clone());
-            }
-        }
+        let mut locs: Vec<String> = o.locations().into_iter().map(str::to_string).collect();
         if !self.settle {
             locs.truncate(1);
         }

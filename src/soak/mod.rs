@@ -221,6 +221,9 @@ pub async fn run(args: SoakArgs) -> Result<SoakReport, SoakError> {
     for e in wl.catalog_events().collect::<Vec<_>>() {
         traffic::send(&producer, &cfg, traffic::Traffic::valid(e)).await;
     }
+    for m in traffic::fulfilment_levels(args.skus) {
+        traffic::send(&producer, &cfg, m).await;
+    }
     let progress = Progress::new(&cfg)?;
     progress.wait_caught_up(Duration::from_secs(120)).await.map_err(|e| SoakError::Stuck(format!("loading the catalog: {e}"), logs.clone()))?;
     tracing::info!("catalog loaded; faults start");

@@ -11,7 +11,8 @@
 //!
 //! The soak's traffic keeps this exact: levels are set only while the
 //! catalog loads, shipments take what an order's allocation holds at the
-//! location, and a refund is sent only once its order's shipments took
+//! location (or, sent before the placement, ship from a location no channel
+//! sells from, so they take no other order's units), and a refund is sent only once its order's shipments took
 //! effect (its units are then shipped, so they go back to stock).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -70,8 +71,8 @@ pub fn fact(payload: &[u8]) -> Option<Fact> {
 /// (on_hand, reserved) per (sku, location).
 pub type Stock = BTreeMap<(String, String), (Qty, Qty)>;
 
-/// A shipment of one order line sent before the order's placement, from
-/// the channel's first location (where the order may not be allocated).
+/// A shipment of one order line sent before the order's placement, from a
+/// location where the order is not allocated (the fulfilment center).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShipFirst {
     /// Its event id (and shipment id).

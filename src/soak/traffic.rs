@@ -51,6 +51,26 @@ pub enum What {
     Poison { code: &'static str, id: String },
 }
 
+/// Where shipments sent before their placement ship from: a location no
+/// channel sells from, so they never take units reserved by other orders
+/// (shipping from a channel's location may, as the contract allows; a
+/// settling shipment of that other order is then refused, and the model
+/// cannot tell which without the interleaving). Stocked at catalog load.
+pub const FULFILMENT_CENTER: &str = "FC";
+
+/// Units of every sku at the fulfilment center.
+const FULFILMENT_STOCK: i64 = 100;
+
+/// The fulfilment center's levels, one per sku.
+pub fn fulfilment_levels(skus: u64) -> impl Iterator<Item = Msg> {
+    (0..skus).map(|i| {
+        let sku = crate::bench::workload::Catalog::sku(i);
+        let payload = envelope(&format!("fc-level-{sku}"), "inventory.level.set", json!({"sku": sku, "location": FULFILMENT_CENTER, "on_hand": FULFILMENT_STOCK}));
+        let fact = model::fact(&payload);
+        Msg { topic: TopicKind::Stock, key: sku, payload, what: What::Valid { order: None, fact } }
+    })
+}
+
 fn envelope(id: &str, ty: &str, data: Value) -> Vec<u8> {
     serde_json::to_vec(&json!({"specversion": "1.0", "id": id, "source": "soak/poison", "type": ty, "data": data})).expect("JSON")
 }
@@ -125,15 +145,13 @@ impl Traffic {
         self.shipped_first.contains(order)
     }
 
-    /// One shipment per line of the placement `m`, from its channel's first
-    /// location, to send before it.
+    /// One shipment per line of the placement `m`, from the fulfilment
+    /// center, to send before it.
     fn ship_first(&mut self, m: &Msg) -> Option<Vec<Msg>> {
         let v: Value = serde_json::from_slice(&m.payload).ok()?;
         let d = &v["data"];
         let order = d["order_id"].as_str()?.to_string();
-        let catalog = self.wl.catalog();
-        let channel = (0..catalog.channels).find(|c| crate::bench::workload::Catalog::channel(*c) == d["channel"].as_str().unwrap_or_default())?;
-        let location = catalog.channel_locations(channel).first()?.clone();
+        let location = FULFILMENT_CENTER.to_string();
         let mut out = Vec::new();
         for l in d["lines"].as_array()? {
             let line_id = l["line_id"].as_str()?.to_string();
@@ -254,8 +272,7 @@ impl Ledger {
 /// shipments topic), so their units are shipped when a refund comes.
 pub fn took_effect(shipping: &mut Vec<ConfirmedOrder>, ledger: &Ledger, committed: &BTreeMap<i32, i64>) -> Vec<ConfirmedOrder> {
     let done = |o: &ConfirmedOrder| {
-        let locations: BTreeSet<&str> = o.lines.iter().flat_map(|l| l.2.iter().map(|a| a.0.as_str())).collect();
-        ledger.shipments.get(&o.order_id).is_some_and(|s| s.len() >= locations.len() && s.iter().all(|(p, off)| committed.get(p).is_some_and(|c| c > off)))
+        ledger.shipments.get(&o.order_id).is_some_and(|s| s.len() >= o.locations().len() && s.iter().all(|(p, off)| committed.get(p).is_some_and(|c| c > off)))
     };
     let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(shipping).into_iter().partition(|o| done(o));
     *shipping = waiting;
@@ -355,6 +372,6 @@ mod tests {
         let What::ShipFirst(f) = &whats[i] else { unreachable!() };
         let placed = whats[i..].iter().position(|w| !matches!(w, What::ShipFirst(_))).unwrap() + i;
         assert!(matches!(&whats[placed], What::Valid { order: Some(o), .. } if *o == f.order), "{:?}", &whats[i..=placed]);
-        assert!(t.shipped_first(&f.order) && f.location.starts_with('L') && f.quantity >= 1);
+        assert!(t.shipped_first(&f.order) && f.location == FULFILMENT_CENTER && f.quantity >= 1);
     }
 }

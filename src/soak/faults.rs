@@ -194,10 +194,9 @@ pub async fn check_all(cfg: &Config, ledger: &Ledger, skus: u64, report: &mut So
     let mut v = Vec::new();
     let mut conn = crate::store::Conn::connect(&cfg.redis_url).await?;
     let audit = crate::ops::audit::audit(&mut conn, None, 1000).await?;
-    // Reserved above on hand at one location is no oversell by itself: a
-    // shipment sent before its placement ships from the channel's first
-    // location units the order holds at another. The oversell check is per
-    // sku over all locations (every channel sells from all), below.
+    // The oversell check is per sku over all locations (every channel sells
+    // from all), below: reserved above on hand at one location alone is no
+    // oversell (a shipment may take units another order holds there).
     v.extend(audit.findings.iter().filter(|f| f.is_violation()).map(|f| format!("audit: {}", f.message)));
 
     let read = |topic: String| {

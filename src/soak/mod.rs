@@ -322,6 +322,10 @@ pub async fn run(args: SoakArgs) -> Result<SoakReport, SoakError> {
     // Holds placed last expire within the hold time; the sweep then
     // publishes their release. Only after that is the state at rest.
     tokio::time::sleep(cfg.engine.hold_time + cfg.sweep_interval * 4).await;
+    // Nothing publishes while the checks read, and the broker serves the
+    // readers alone: after 30 minutes Tansu's sqlite storage answered the
+    // readers nothing within 300 s while three idle workers polled it.
+    stack.stop_workers();
     if report.memory_warm_bytes > 0 {
         report.memory_end_bytes = used_memory(&redis_url).await.unwrap_or(0);
     }

@@ -102,12 +102,17 @@ impl Stack {
         Ok(())
     }
 
-    /// SIGTERM to the workers, then the servers.
-    pub fn stop(&mut self) {
+    /// SIGTERM to the workers: they drain, flush and commit.
+    pub fn stop_workers(&mut self) {
         for w in self.workers.iter_mut().flatten() {
             w.terminate(Duration::from_secs(20));
         }
         self.workers.clear();
+    }
+
+    /// SIGTERM to the workers, then the servers.
+    pub fn stop(&mut self) {
+        self.stop_workers();
         kill9(&mut self.broker);
         kill9(&mut self.redis);
     }

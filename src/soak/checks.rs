@@ -2,15 +2,9 @@
 //! sent (the ledger), what the output topics hold and what Redis holds.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
-
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
 use super::traffic::Ledger;
-use crate::config::Config;
 
 /// One message of an output topic.
 #[derive(Clone, Debug)]
@@ -18,49 +12,6 @@ pub struct Out {
     pub key: String,
     pub value: Value,
     pub headers: BTreeMap<String, String>,
-}
-
-/// Every message of `topic`, in partition order, read up to the high
-/// watermarks taken at the start (bounded by `timeout`).
-pub fn read_all(cfg: &Config, topic: &str, timeout: Duration) -> Result<Vec<Out>, String> {
-    let c: BaseConsumer = crate::kafka::client_config(cfg, &[("group.id", "reservoir-soak-reader"), ("enable.auto.commit", "false"), ("fetch.wait.max.ms", "20")])
-        .create()
-        .map_err(|e| e.to_string())?;
-    let md = c.fetch_metadata(Some(topic), Duration::from_secs(30)).map_err(|e| e.to_string())?;
-    let parts: Vec<i32> = md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
-    let mut tpl = TopicPartitionList::new();
-    let mut high = BTreeMap::new();
-    for p in &parts {
-        let (lo, hi) = c.fetch_watermarks(topic, *p, Duration::from_secs(30)).map_err(|e| e.to_string())?;
-        if hi > lo {
-            high.insert(*p, hi);
-            tpl.add_partition_offset(topic, *p, Offset::Offset(lo)).map_err(|e| e.to_string())?;
-        }
-    }
-    c.assign(&tpl).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-    let start = Instant::now();
-    while high.iter().any(|(p, h)| next.get(p).copied().unwrap_or(0) < *h) {
-        if start.elapsed() > timeout {
-            return Err(format!("{topic}: read {} message(s), the watermarks promised more (at {next:?} of {high:?})", out.len()));
-        }
-        let Some(r) = c.poll(Duration::from_millis(200)) else { continue };
-        let m = r.map_err(|e| e.to_string())?;
-        next.insert(m.partition(), m.offset() + 1);
-        let mut headers = BTreeMap::new();
-        if let Some(h) = m.headers() {
-            for hd in h.iter() {
-                headers.insert(hd.key.to_string(), String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned());
-            }
-        }
-        out.push(Out {
-            key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-            value: serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or(Value::Null),
-            headers,
-        });
-    }
-    Ok(out)
 }
 
 /// Every acknowledged order has results of one kind only; an order whose

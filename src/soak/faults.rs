@@ -2,17 +2,14 @@
 //! and the final checks' I/O.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::stack::Stack;
 use super::traffic::Ledger;
+use super::recorder::Recorded;
 use super::{checks, model, SoakError, SoakReport};
 use crate::bench::workload::{Catalog, ConfirmedOrder};
 use crate::config::Config;
@@ -145,7 +142,10 @@ impl Progress {
                 }
                 let c = self.committed()?;
                 let e = ends.as_ref().expect("set above");
-                last = format!("committed {} of {}", c.iter().sum::<i64>(), e.iter().sum::<i64>());
+                // Which partitions lag tells a stuck consumer from a slow one.
+                let behind: Vec<String> =
+                    self.partitions.iter().zip(c.iter().zip(e)).filter(|(_, (c, e))| c < e).map(|((t, p), (c, e))| format!("{t}[{p}] at {c} of {e}")).collect();
+                last = format!("committed {} of {}; behind: {}", c.iter().sum::<i64>(), e.iter().sum::<i64>(), behind.join(", "));
                 Ok(c.iter().zip(e).all(|(c, e)| c >= e))
             });
             match r {
@@ -159,38 +159,8 @@ impl Progress {
     }
 }
 
-/// Feeds confirmed orders to the generator (for its cancels, shipments
-/// and refunds) until `stop`.
-pub async fn collect_confirmed(cfg: Config, into: Arc<Mutex<Vec<ConfirmedOrder>>>, stop: Arc<AtomicBool>) {
-    let consumer: StreamConsumer = match crate::kafka::client_config(
-        &cfg,
-        &[("group.id", &format!("{}-generator", cfg.group_id)), ("auto.offset.reset", "earliest"), ("enable.auto.commit", "false"), ("fetch.wait.max.ms", "20")],
-    )
-    .create()
-    {
-        Ok(c) => c,
-        Err(e) => return tracing::warn!(error = %e, "soak: no results collector"),
-    };
-    if let Err(e) = consumer.subscribe(&[&cfg.topics.reservations]) {
-        return tracing::warn!(error = %e, "soak: no results collector");
-    }
-    let mut stream = consumer.stream();
-    // A result published again (a redelivered order) must not make the
-    // generator ship or cancel one order twice.
-    let mut seen = std::collections::HashSet::new();
-    while !stop.load(Ordering::Relaxed) {
-        let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(200), stream.next()).await else { continue };
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(m.payload().unwrap_or_default()) else { continue };
-        if v["type"] == "inventory.reservation.confirmed" {
-            if let Some(o) = ConfirmedOrder::from_data(&v["data"]).filter(|o| seen.insert(o.order_id.clone())) {
-                into.lock().expect("not poisoned").push(o);
-            }
-        }
-    }
-}
-
 /// Every check after the run; returns the violations.
-pub async fn check_all(cfg: &Config, ledger: &Ledger, skus: u64, report: &mut SoakReport) -> Result<Vec<String>, SoakError> {
+pub async fn check_all(cfg: &Config, ledger: &Ledger, mut out: Recorded, skus: u64, report: &mut SoakReport) -> Result<Vec<String>, SoakError> {
     let mut v = Vec::new();
     let mut conn = crate::store::Conn::connect(&cfg.redis_url).await?;
     let audit = crate::ops::audit::audit(&mut conn, None, 1000).await?;
@@ -199,36 +169,6 @@ pub async fn check_all(cfg: &Config, ledger: &Ledger, skus: u64, report: &mut So
     // oversell (a shipment may take units another order holds there).
     v.extend(audit.findings.iter().filter(|f| f.is_violation()).map(|f| format!("audit: {}", f.message)));
 
-    let read = |topic: String| {
-        let cfg = cfg.clone();
-        tokio::task::spawn_blocking(move || checks::read_all(&cfg, &topic, Duration::from_secs(300)))
-    };
-    let results = read(cfg.topics.reservations.clone()).await.expect("reader task");
-    let dead = read(cfg.topics.dead_letter.clone()).await.expect("reader task");
-    let published = read(cfg.topics.availability.clone()).await.expect("reader task");
-    let mut confirmed = BTreeMap::new();
-    match results {
-        Ok(r) => {
-            v.extend(checks::results(ledger, &r));
-            for m in r.iter().filter(|m| m.value["type"] == "inventory.reservation.confirmed") {
-                if let Some(o) = ConfirmedOrder::from_data(&m.value["data"]) {
-                    confirmed.insert(o.order_id.clone(), o);
-                }
-            }
-        }
-        Err(e) => v.push(format!("cannot read the results: {e}")),
-    }
-    let mut refused = Default::default();
-    match dead {
-        Ok(d) => {
-            let f = checks::dead_letters(ledger, &d);
-            v.extend(f.violations);
-            report.dead_letters_repeated = f.again;
-            report.shipped_first_refused = f.refused_ship_first.len() as u64;
-            refused = f.refused_ship_first;
-        }
-        Err(e) => v.push(format!("cannot read the dead letters: {e}")),
-    }
     let channels = crate::store::read_channels(&mut conn).await?;
     let mut current = BTreeMap::new();
     let mut stock = model::Stock::new();
@@ -244,18 +184,25 @@ pub async fn check_all(cfg: &Config, ledger: &Ledger, skus: u64, report: &mut So
             current.insert(format!("{}/{sku}", u.channel), (a.status.as_str().to_string(), avail, u.version));
         }
     }
-    match published {
-        Ok(p) => {
-            let f = checks::availability(&p, &current);
-            v.extend(f.violations);
-            report.availability_out_of_order = f.out_of_order;
-            report.stale_last_messages = f.stale_last;
-            report.availability_fenced = f.fenced;
-        }
-        Err(e) => v.push(format!("cannot read the availability topic: {e}")),
-    }
     v.extend(model::oversold(&stock));
-    let confirmed: Vec<ConfirmedOrder> = confirmed.into_values().collect();
+    if let Some(unread) = &out.unread {
+        // Checks against partly read topics would only report what is unread.
+        v.push(format!("the output topics were not read to their end in time: {unread}"));
+        return Ok(v);
+    }
+
+    v.extend(checks::results(ledger, &out.results));
+    let f = checks::dead_letters(ledger, &out.dead_letters);
+    v.extend(f.violations);
+    report.dead_letters_repeated = f.again;
+    report.shipped_first_refused = f.refused_ship_first.len() as u64;
+    let refused = f.refused_ship_first;
+    let f = checks::availability(&out.availability, &current);
+    v.extend(f.violations);
+    report.availability_out_of_order = f.out_of_order;
+    report.stale_last_messages = f.stale_last;
+    report.availability_fenced = f.fenced;
+    let confirmed: Vec<ConfirmedOrder> = std::mem::take(&mut out.confirmed).into_values().collect();
     let locations = channels.values().flatten().cloned().collect();
     v.extend(model::outcomes(&ledger.facts, &confirmed, &locations));
     let differences = model::compare(&model::expected(&ledger.facts, &confirmed, &ledger.ship_first, &refused), &stock);

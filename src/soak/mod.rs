@@ -14,6 +14,7 @@
 mod checks;
 mod faults;
 mod model;
+mod recorder;
 mod stack;
 mod traffic;
 
@@ -231,7 +232,7 @@ pub async fn run(args: SoakArgs) -> Result<SoakReport, SoakError> {
     // The generator runs beside the faults, learning confirmed orders from the results topic.
     let confirmed: Arc<Mutex<Vec<ConfirmedOrder>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let collector = tokio::spawn(faults::collect_confirmed(cfg.clone(), confirmed.clone(), stop.clone()));
+    let recorder = recorder::Recorder::start(&cfg, confirmed.clone())?;
     let generator = {
         let (cfg, confirmed, stop, rate, ledger) = (cfg.clone(), confirmed.clone(), stop.clone(), args.rate.max(1), ledger.clone());
         let mut t = traffic::Traffic::new(wl, args.seed, mix, cfg.max_message_bytes);
@@ -308,7 +309,7 @@ pub async fn run(args: SoakArgs) -> Result<SoakReport, SoakError> {
 
     stop.store(true, Ordering::Relaxed);
     let producer = generator.await.expect("the generator does not panic");
-    let _ = collector.await;
+    recorder.stop_feeding();
     stack.heal(&cfg)?;
     tokio::task::spawn_blocking(move || {
         use rdkafka::producer::Producer as _;
@@ -322,10 +323,10 @@ pub async fn run(args: SoakArgs) -> Result<SoakReport, SoakError> {
     // Holds placed last expire within the hold time; the sweep then
     // publishes their release. Only after that is the state at rest.
     tokio::time::sleep(cfg.engine.hold_time + cfg.sweep_interval * 4).await;
-    // Nothing publishes while the checks read, and the broker serves the
-    // readers alone: after 30 minutes Tansu's sqlite storage answered the
-    // readers nothing within 300 s while three idle workers polled it.
+    // Stopped workers publish nothing more, so the recorder can read to the
+    // topics' ends as they are now.
     stack.stop_workers();
+    let recorded = recorder.finish(Duration::from_secs(300)).await;
     if report.memory_warm_bytes > 0 {
         report.memory_end_bytes = used_memory(&redis_url).await.unwrap_or(0);
     }
@@ -343,7 +344,7 @@ pub async fn run(args: SoakArgs) -> Result<SoakReport, SoakError> {
     for code in l.poison.values() {
         *report.poison.entry(code.to_string()).or_default() += 1;
     }
-    let violations = faults::check_all(&cfg, &l, args.skus, &mut report).await?;
+    let violations = faults::check_all(&cfg, &l, recorded, args.skus, &mut report).await?;
     report.violations.extend(violations);
     if report.memory_warm_bytes > 0 && report.memory_end_bytes as f64 > report.memory_warm_bytes as f64 * 1.10 {
         report.violations.push(format!("Redis memory grew from {} to {} bytes (more than 10%)", report.memory_warm_bytes, report.memory_end_bytes));

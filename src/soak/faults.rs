@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use backon::{ExponentialBuilder, Retryable};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -72,8 +73,13 @@ impl Fault {
                 stack.start_redis()?;
             }
             Fault::ScriptFlush => {
-                let mut c = crate::store::Conn::connect(&cfg.redis_url).await?;
-                redis::cmd("SCRIPT").arg("FLUSH").query_async::<()>(&mut c).await.map_err(crate::store::StoreError::from)?;
+                // Redis may still be loading its AOF after a kill just before.
+                let flush = || async {
+                    let mut c = crate::store::Conn::connect(&cfg.redis_url).await?;
+                    redis::cmd("SCRIPT").arg("FLUSH").query_async::<()>(&mut c).await.map_err(crate::store::StoreError::from)
+                };
+                let backoff = ExponentialBuilder::default().with_max_delay(Duration::from_secs(2)).with_max_times(40);
+                flush.retry(backoff).when(crate::store::StoreError::is_retryable).await?;
             }
             Fault::KillBroker => {
                 stack.kill_broker();

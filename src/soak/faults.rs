@@ -211,6 +211,7 @@ pub async fn check_all(cfg: &Config, ledger: &Ledger, mut out: Recorded, skus: u
     let confirmed: Vec<ConfirmedOrder> = std::mem::take(&mut out.confirmed).into_values().collect();
     let locations = channels.values().flatten().cloned().collect();
     v.extend(model::outcomes(&ledger.facts, &confirmed, &locations));
+    v.extend(model::unjustified_refusals(&ledger.ship_first, &refused, &stock));
     let differences = model::compare(&model::expected(&ledger.facts, &confirmed, &ledger.ship_first, &refused), &stock);
     report.model_differences = differences.len() as u64;
     v.extend(differences);

@@ -106,8 +106,13 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// How often expired holds are swept.
     pub sweep_interval: Duration,
-    /// Raw librdkafka settings for the consumer and producer.
+    /// Raw librdkafka settings for every client (consumer, producer, admin).
     pub kafka_options: BTreeMap<String, String>,
+    /// Raw librdkafka settings for producers only, applied after the shared
+    /// ones (librdkafka warns about producer settings given to a consumer).
+    pub kafka_producer_options: BTreeMap<String, String>,
+    /// Raw librdkafka settings for consumers only, applied after the shared ones.
+    pub kafka_consumer_options: BTreeMap<String, String>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; None: nowhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// A contract broken on purpose, for the soak's proof that it can fail.
@@ -153,6 +158,8 @@ impl Config {
             max_message_bytes: 1 << 20,
             sweep_interval: Duration::from_secs(1),
             kafka_options: BTreeMap::new(),
+            kafka_producer_options: BTreeMap::new(),
+            kafka_consumer_options: BTreeMap::new(),
             metrics_addr: None,
             sabotage: None,
         }
@@ -218,6 +225,12 @@ pub struct Settings {
     /// Raw librdkafka setting KEY=VALUE (repeatable; env: comma-separated).
     #[arg(long = "kafka-option", env = "RESERVOIR_KAFKA_OPTIONS", value_delimiter = ',')]
     pub kafka_options: Vec<String>,
+    /// Raw librdkafka setting for producers only, KEY=VALUE (repeatable; env: comma-separated).
+    #[arg(long = "kafka-producer-option", env = "RESERVOIR_KAFKA_PRODUCER_OPTIONS", value_delimiter = ',')]
+    pub kafka_producer_options: Vec<String>,
+    /// Raw librdkafka setting for consumers only, KEY=VALUE (repeatable; env: comma-separated).
+    #[arg(long = "kafka-consumer-option", env = "RESERVOIR_KAFKA_CONSUMER_OPTIONS", value_delimiter = ',')]
+    pub kafka_consumer_options: Vec<String>,
     /// Breaks the worker on purpose (for `reservoir soak`'s own tests only).
     #[arg(long, env = "RESERVOIR_SABOTAGE", value_enum, hide = true)]
     pub sabotage: Option<Sabotage>,
@@ -248,6 +261,10 @@ struct FileSettings {
     metrics_addr: Option<String>,
     #[serde(default)]
     kafka_options: BTreeMap<String, String>,
+    #[serde(default)]
+    kafka_producer_options: BTreeMap<String, String>,
+    #[serde(default)]
+    kafka_consumer_options: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -334,13 +351,11 @@ impl Settings {
             Some(a) => Some(a.parse().map_err(|e| ConfigError::Invalid(format!("RESERVOIR_METRICS_ADDR must be HOST:PORT like 0.0.0.0:9464, or off; got {a:?}: {e}")))?),
             None => Some(std::net::SocketAddr::from(([0, 0, 0, 0], 9464))),
         };
-        c.kafka_options = file.kafka_options;
-        for kv in &self.kafka_options {
-            let (k, v) = kv.split_once('=').ok_or_else(|| {
-                ConfigError::Invalid(format!("--kafka-option / RESERVOIR_KAFKA_OPTIONS entry {kv:?} must be KEY=VALUE, e.g. security.protocol=SSL"))
-            })?;
-            c.kafka_options.insert(k.trim().to_string(), v.trim().to_string());
-        }
+        c.kafka_options = options(file.kafka_options, &self.kafka_options, "--kafka-option / RESERVOIR_KAFKA_OPTIONS", "security.protocol=SSL")?;
+        c.kafka_producer_options =
+            options(file.kafka_producer_options, &self.kafka_producer_options, "--kafka-producer-option / RESERVOIR_KAFKA_PRODUCER_OPTIONS", "compression.type=zstd")?;
+        c.kafka_consumer_options =
+            options(file.kafka_consumer_options, &self.kafka_consumer_options, "--kafka-consumer-option / RESERVOIR_KAFKA_CONSUMER_OPTIONS", "client.rack=eu-1a")?;
         c.sabotage = self.sabotage;
         let names: Vec<&str> = c.topics.all().to_vec();
         for (i, n) in names.iter().enumerate() {
@@ -350,6 +365,15 @@ impl Settings {
         }
         Ok(c)
     }
+}
+
+/// The file's table, then KEY=VALUE entries from flags or env over it.
+fn options(mut from_file: BTreeMap<String, String>, entries: &[String], name: &str, example: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    for kv in entries {
+        let (k, v) = kv.split_once('=').filter(|(k, _)| !k.trim().is_empty()).ok_or_else(|| ConfigError::Invalid(format!("{name} entry {kv:?} must be KEY=VALUE, e.g. {example}")))?;
+        from_file.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(from_file)
 }
 
 #[cfg(test)]
@@ -385,9 +409,30 @@ mod tests {
         assert_eq!((c.kafka_bootstrap.as_str(), c.batch_size), ("f:1", 9));
         assert_eq!(c.kafka_options["fetch.min.bytes"], "10");
         assert_eq!(c.kafka_options["linger.ms"], "2");
+        assert!(c.kafka_producer_options.is_empty() && c.kafka_consumer_options.is_empty());
         std::fs::write(&p, "kafka_bootstrap = \"f:1\"\nbogus = 1\n").unwrap();
         assert!(s.resolve().unwrap_err().to_string().contains("bogus"));
         let bad = Settings { kafka_bootstrap: Some("k".into()), redis_url: Some("r".into()), hold_time_secs: Some(0), ..Default::default() };
         assert!(bad.resolve().unwrap_err().to_string().contains("RESERVOIR_HOLD_TIME_SECS"));
+    }
+
+    #[test]
+    fn producer_and_consumer_options_stay_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.toml");
+        std::fs::write(&p, "kafka_bootstrap = \"f:1\"\nredis_url = \"redis://f\"\n[kafka_producer_options]\n\"linger.ms\" = \"9\"\n[kafka_consumer_options]\n\"client.rack\" = \"a\"\n").unwrap();
+        let s = Settings {
+            config: Some(p),
+            kafka_producer_options: vec!["enable.idempotence=false".into()],
+            kafka_consumer_options: vec![" client.rack = b ".into()],
+            ..Default::default()
+        };
+        let c = s.resolve().unwrap();
+        assert_eq!(c.kafka_producer_options.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(), ["enable.idempotence=false", "linger.ms=9"]);
+        assert_eq!(c.kafka_consumer_options.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(), ["client.rack=b"]);
+        assert!(c.kafka_options.is_empty());
+        let bad = Settings { kafka_consumer_options: vec!["=1".into()], ..s };
+        let err = bad.resolve().unwrap_err().to_string();
+        assert!(err.contains("--kafka-consumer-option") && err.contains("KEY=VALUE"), "{err}");
     }
 }

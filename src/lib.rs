@@ -16,8 +16,9 @@
 //!   (with the dead-letter code of every failure), building output.
 //! - [`config`]: settings from a TOML file, environment and flags, checked
 //!   once at start-up.
-//! - [`kafka`]: client settings (offsets stored by hand, idempotent
-//!   producer) and topic creation.
+//! - [`kafka`]: client settings per role (offsets stored by hand,
+//!   idempotent producer, the user's raw options last), topic creation and
+//!   the worker group's progress against the input topics' ends.
 //! - [`publish`]: the producer; a batch's messages are all acknowledged
 //!   before its offsets are stored.
 //! - [`worker`]: `run(cfg, shutdown)`: the consumer loop, batching,

@@ -139,7 +139,7 @@ pub fn command(exe: &Path, cfg: &Config, subcommand: &str) -> Command {
         ("RESERVOIR_TOPIC_RESERVATIONS", &t.reservations),
         ("RESERVOIR_TOPIC_DEAD_LETTER", &t.dead_letter),
     ];
-    cmd.arg(subcommand).envs(settings).env_remove("RESERVOIR_KAFKA_OPTIONS").env_remove("RESERVOIR_CONFIG");
+    cmd.arg(subcommand).envs(settings).env_remove("RESERVOIR_KAFKA_OPTIONS").env_remove("RESERVOIR_KAFKA_PRODUCER_OPTIONS").env_remove("RESERVOIR_KAFKA_CONSUMER_OPTIONS").env_remove("RESERVOIR_CONFIG");
     let e = &cfg.engine;
     cmd.env("RESERVOIR_HOLD_TIME_SECS", e.hold_time.as_secs().max(1).to_string());
     cmd.env("RESERVOIR_IDEMPOTENCY_RETENTION_SECS", e.idempotency_retention.as_secs().max(1).to_string());
@@ -152,8 +152,10 @@ pub fn command(exe: &Path, cfg: &Config, subcommand: &str) -> Command {
     if let Some(s) = cfg.sabotage {
         cmd.env("RESERVOIR_SABOTAGE", s.name());
     }
-    for (k, v) in &cfg.kafka_options {
-        cmd.arg(format!("--kafka-option={k}={v}"));
+    for (flag, options) in [("kafka-option", &cfg.kafka_options), ("kafka-producer-option", &cfg.kafka_producer_options), ("kafka-consumer-option", &cfg.kafka_consumer_options)] {
+        for (k, v) in options {
+            cmd.arg(format!("--{flag}={k}={v}"));
+        }
     }
     cmd
 }
@@ -164,4 +166,30 @@ pub fn worker(cfg: &Config, dir: &Path, name: &str) -> Result<Proc, LocalError> 
     let mut cmd = run_command(&exe, cfg);
     cmd.env("RUST_LOG", std::env::var("RESERVOIR_WORKER_LOG").unwrap_or_else(|_| "info".into()));
     Proc::spawn(cmd, &exe.display().to_string(), dir.join(format!("{name}.log")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Run {
+        #[command(flatten)]
+        settings: crate::config::Settings,
+    }
+
+    #[test]
+    fn a_child_worker_gets_each_kind_of_kafka_option_as_its_own_flag() {
+        let mut cfg = Config::new("k:1", "redis://r", "g");
+        cfg.kafka_options.insert("client.id".into(), "w".into());
+        cfg.kafka_producer_options.insert("enable.idempotence".into(), "false".into());
+        cfg.kafka_consumer_options.insert("fetch.min.bytes".into(), "10".into());
+        let cmd = run_command(Path::new("reservoir"), &cfg);
+        let args: Vec<String> = cmd.get_args().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+        let s = Run::try_parse_from(std::iter::once("run".to_string()).chain(args)).unwrap().settings;
+        assert_eq!(s.kafka_options, ["client.id=w"]);
+        assert_eq!(s.kafka_producer_options, ["enable.idempotence=false"]);
+        assert_eq!(s.kafka_consumer_options, ["fetch.min.bytes=10"]);
+    }
 }

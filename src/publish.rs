@@ -37,7 +37,7 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(cfg: &Config) -> Result<Publisher, PublishError> {
-        let producer = crate::kafka::producer_config(cfg).create().map_err(PublishError::Create)?;
+        let producer = crate::kafka::producer_config(cfg, &[]).create().map_err(PublishError::Create)?;
         Ok(Publisher { producer })
     }
 

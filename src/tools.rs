@@ -64,7 +64,7 @@ pub fn load_examples(dir: &Path) -> Result<Vec<Example>, ToolError> {
 pub async fn play(cfg: &Config, dir: &Path, delay: Duration) -> Result<usize, ToolError> {
     // One record per batch, so a consumer group resuming inside the
     // examples never lands mid-batch (Tansu 0.6.0 would skip the rest).
-    let producer: FutureProducer = crate::kafka::producer_config(cfg).set("batch.num.messages", "1").create()?;
+    let producer: FutureProducer = crate::kafka::producer_config(cfg, &[("batch.num.messages", "1")]).create()?;
     let mut n = 0;
     for ex in load_examples(dir)? {
         // Example folders are named after the default topic names.
@@ -86,6 +86,7 @@ pub async fn play(cfg: &Config, dir: &Path, delay: Duration) -> Result<usize, To
 pub async fn tail(cfg: &Config, topics: &[&str], stop: impl std::future::Future<Output = ()>) -> Result<(), ToolError> {
     let consumer: StreamConsumer = crate::kafka::client_config(
         cfg,
+        crate::kafka::Role::Consumer,
         &[
             ("group.id", &format!("reservoir-tail-{}", uuid::Uuid::new_v4())),
             ("auto.offset.reset", "earliest"),

@@ -16,7 +16,8 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
-use super::probe::{Committed, ProcStats, RedisCounters};
+use super::probe::{ProcStats, RedisCounters};
+use crate::kafka::GroupProgress;
 use super::report::{Cpu, Latency, Params, Report};
 use super::workload::{Catalog, ConfirmedOrder, GenEvent, Workload};
 use super::{BenchArgs, BenchError};
@@ -132,7 +133,7 @@ struct Bench {
     prefix: String,
     producer: ThreadedProducer<Deliveries>,
     shared: Arc<Shared>,
-    committed: Arc<Committed>,
+    committed: Arc<GroupProgress>,
     committed_now: Arc<AtomicI64>,
     info: redis::aio::MultiplexedConnection,
     worker: Proc,
@@ -172,7 +173,7 @@ impl Bench {
 
     async fn mark(&mut self) -> Result<Mark, BenchError> {
         let c = self.committed.clone();
-        let committed = tokio::task::spawn_blocking(move || c.sum()).await.expect("committed offsets task")?;
+        let committed = tokio::task::spawn_blocking(move || c.committed_sum()).await.expect("committed offsets task")?;
         Ok(Mark {
             at: Instant::now(),
             committed,
@@ -403,26 +404,27 @@ pub(super) async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let prefix = format!("b{run_id}");
     let collector: StreamConsumer = crate::kafka::client_config(
         &cfg,
+        crate::kafka::Role::Consumer,
         &[("group.id", &format!("reservoir-bench-collector-{run_id}")), ("auto.offset.reset", "earliest"), ("enable.auto.commit", "false"), ("fetch.wait.max.ms", "10")],
     )
     .create()?;
     collector.subscribe(&[&cfg.topics.reservations, &cfg.topics.availability])?;
     let collecting = tokio::spawn(collect(collector, prefix.clone(), shared.clone(), stop.clone()));
 
-    let committed = Arc::new(Committed::new(&cfg, args.partitions)?);
+    let committed = Arc::new(GroupProgress::new(&cfg)?);
     let committed_now = Arc::new(AtomicI64::new(0));
     let sampler = {
         let (c, now, stop) = (committed.clone(), committed_now.clone(), stop.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                if let Ok(n) = c.sum() {
+                if let Ok(n) = c.committed_sum() {
                     now.store(n, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
         })
     };
-    let producer: ThreadedProducer<Deliveries> = crate::kafka::client_config(&cfg, &[("linger.ms", "5"), ("queue.buffering.max.messages", "500000"), ("enable.idempotence", "true")])
+    let producer: ThreadedProducer<Deliveries> = crate::kafka::client_config(&cfg, crate::kafka::Role::Producer, &[("linger.ms", "5"), ("queue.buffering.max.messages", "500000"), ("enable.idempotence", "true")])
         .create_with_context(Deliveries::default())?;
     let mut b = Bench { args: args.clone(), cfg, prefix, producer, shared, committed, committed_now, info, worker, redis_proc, broker_proc, bar };
 

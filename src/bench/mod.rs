@@ -109,6 +109,8 @@ pub enum BenchError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("creating topics: {0}")]
     Topics(#[from] crate::kafka::TopicsError),
+    #[error("reading the worker group's progress: {0}")]
+    Progress(#[from] crate::kafka::ProgressError),
     #[error("Redis: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("Redis: {0}")]

@@ -1,13 +1,6 @@
 //! What the benchmark reads off the running system: a process's CPU time
-//! and peak RSS (Linux /proc), Redis INFO counters, and the consumer
-//! group's committed offsets.
-
-use std::time::Duration;
-
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
-
-use crate::config::Config;
+//! and peak RSS (Linux /proc) and Redis INFO counters; the consumer group's
+//! committed offsets come from [`crate::kafka::GroupProgress`].
 
 /// CPU seconds (user + system) and peak resident memory of a process.
 #[derive(Clone, Copy, Debug, Default)]
@@ -74,38 +67,6 @@ impl RedisCounters {
     pub async fn read(conn: &mut redis::aio::MultiplexedConnection) -> Result<RedisCounters, redis::RedisError> {
         let info: String = redis::cmd("INFO").arg("all").query_async(conn).await?;
         Ok(RedisCounters::parse(&info))
-    }
-}
-
-/// The sum of the group's committed offsets over the input topics (events
-/// whose effects are durable).
-pub struct Committed {
-    consumer: BaseConsumer,
-    tpl: TopicPartitionList,
-}
-
-impl Committed {
-    pub fn new(cfg: &Config, partitions: i32) -> Result<Committed, rdkafka::error::KafkaError> {
-        let consumer: BaseConsumer = crate::kafka::client_config(cfg, &[("group.id", &cfg.group_id), ("enable.auto.commit", "false")]).create()?;
-        let mut tpl = TopicPartitionList::new();
-        for t in cfg.topics.inputs() {
-            for p in 0..partitions {
-                tpl.add_partition(t, p);
-            }
-        }
-        Ok(Committed { consumer, tpl })
-    }
-
-    /// Blocking (librdkafka); call from a blocking task or accept the wait.
-    pub fn sum(&self) -> Result<i64, rdkafka::error::KafkaError> {
-        let c = self.consumer.committed_offsets(self.tpl.clone(), Duration::from_secs(10))?;
-        Ok(c.elements()
-            .iter()
-            .map(|e| match e.offset() {
-                Offset::Offset(o) => o,
-                _ => 0,
-            })
-            .sum())
     }
 }
 

@@ -203,13 +203,9 @@ pub fn import(cfg: &Config, args: &ImportArgs, stop: &AtomicBool) -> Result<Impo
     let producer: Option<ThreadedProducer<Deliveries>> = if args.dry_run {
         None
     } else {
-        let mut c = crate::kafka::producer_config(cfg);
         // Throughput over latency: large, compressed batches; the user's
-        // --kafka-option settings still win.
-        c.set("linger.ms", "50").set("batch.num.messages", "10000").set("batch.size", "1000000").set("queue.buffering.max.messages", "200000");
-        for (k, v) in &cfg.kafka_options {
-            c.set(k, v);
-        }
+        // Kafka options still win.
+        let c = crate::kafka::producer_config(cfg, &[("linger.ms", "50"), ("batch.num.messages", "10000"), ("batch.size", "1000000"), ("queue.buffering.max.messages", "200000")]);
         Some(c.create_with_context(Deliveries::default())?)
     };
     let bar = indicatif::ProgressBar::new(size);

@@ -1,12 +1,9 @@
-//! The faults, the group's progress (everything produced so far committed)
-//! and the final checks' I/O.
+//! The faults and the final checks' I/O.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 
 use super::stack::Stack;
 use super::traffic::Ledger;
@@ -15,7 +12,7 @@ use super::{checks, model, SoakError, SoakReport};
 use crate::bench::workload::{Catalog, ConfirmedOrder};
 use crate::config::Config;
 
-/// The workers' session timeout (`session.timeout.ms` in kafka.rs).
+/// The workers' session timeout (`session.timeout.ms` in kafka/mod.rs).
 const SESSION: Duration = Duration::from_secs(10);
 
 /// Longer than the session, so the group moves a frozen worker's
@@ -88,80 +85,6 @@ impl Fault {
             }
         }
         Ok(())
-    }
-}
-
-/// The worker group's committed offsets against the input topics' ends.
-pub struct Progress {
-    consumer: BaseConsumer,
-    partitions: Vec<(String, i32)>,
-}
-
-impl Progress {
-    pub fn new(cfg: &Config) -> Result<Progress, rdkafka::error::KafkaError> {
-        let consumer: BaseConsumer = crate::kafka::client_config(cfg, &[("group.id", &cfg.group_id), ("enable.auto.commit", "false")]).create()?;
-        let md = consumer.fetch_metadata(None, Duration::from_secs(30))?;
-        let inputs = cfg.topics.inputs();
-        let partitions = md
-            .topics()
-            .iter()
-            .filter(|t| inputs.contains(&t.name()))
-            .flat_map(|t| t.partitions().iter().map(|p| (t.name().to_string(), p.id())).collect::<Vec<_>>())
-            .collect();
-        Ok(Progress { consumer, partitions })
-    }
-
-    fn ends(&self) -> Result<Vec<i64>, rdkafka::error::KafkaError> {
-        self.partitions.iter().map(|(t, p)| self.consumer.fetch_watermarks(t, *p, Duration::from_secs(10)).map(|w| w.1)).collect()
-    }
-
-    /// The group's committed offset per partition of `topic`.
-    pub fn committed_of(&self, topic: &str) -> Result<BTreeMap<i32, i64>, rdkafka::error::KafkaError> {
-        Ok(self.partitions.iter().zip(self.committed()?).filter(|((t, _), _)| t == topic).map(|((_, p), c)| (*p, c)).collect())
-    }
-
-    fn committed(&self) -> Result<Vec<i64>, rdkafka::error::KafkaError> {
-        let mut tpl = TopicPartitionList::new();
-        for (t, p) in &self.partitions {
-            tpl.add_partition(t, *p);
-        }
-        let got = self.consumer.committed_offsets(tpl, Duration::from_secs(10))?;
-        Ok(self
-            .partitions
-            .iter()
-            .map(|(t, p)| match got.find_partition(t, *p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => o,
-                _ => 0,
-            })
-            .collect())
-    }
-
-    /// Waits until the group has committed everything produced up to now.
-    pub async fn wait_caught_up(&self, timeout: Duration) -> Result<(), String> {
-        let start = Instant::now();
-        let mut last = String::new();
-        let mut ends = None;
-        while start.elapsed() < timeout {
-            let r = tokio::task::block_in_place(|| -> Result<bool, rdkafka::error::KafkaError> {
-                if ends.is_none() {
-                    ends = Some(self.ends()?);
-                }
-                let c = self.committed()?;
-                let e = ends.as_ref().expect("set above");
-                // Which partitions lag tells a stuck consumer from a slow one.
-                let behind: Vec<String> =
-                    self.partitions.iter().zip(c.iter().zip(e)).filter(|(_, (c, e))| c < e).map(|((t, p), (c, e))| format!("{t}[{p}] at {c} of {e}")).collect();
-                last = format!("committed {} of {}; behind: {}", c.iter().sum::<i64>(), e.iter().sum::<i64>(), behind.join(", "));
-                Ok(c.iter().zip(e).all(|(c, e)| c >= e))
-            });
-            match r {
-                Ok(true) => return Ok(()),
-                Ok(false) => {}
-                Err(e) => last = format!("Kafka: {e}"),
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        Err(format!("not caught up within {} s ({last})", timeout.as_secs()))
     }
 }
 

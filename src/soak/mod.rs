@@ -31,7 +31,7 @@ use serde::Serialize;
 use crate::bench::workload::{Catalog, ConfirmedOrder, Workload};
 use crate::config::{Config, Sabotage, Topics};
 pub use faults::Fault;
-use faults::Progress;
+use crate::kafka::GroupProgress;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SoakArgs {
@@ -88,6 +88,8 @@ pub enum SoakError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("creating topics: {0}")]
     Topics(#[from] crate::kafka::TopicsError),
+    #[error("reading the worker group's progress: {0}")]
+    Progress(#[from] crate::kafka::ProgressError),
     #[error("Redis: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
@@ -207,7 +209,7 @@ pub async fn run(args: SoakArgs) -> Result<SoakReport, SoakError> {
     // less than one row") and answers nothing after that. Without
     // idempotence a producer retry may write a message twice, which the
     // contract allows: results repeat, availability carries versions.
-    cfg.kafka_options.insert("enable.idempotence".into(), "false".into());
+    cfg.kafka_producer_options.insert("enable.idempotence".into(), "false".into());
     cfg.sabotage = args.sabotage;
     crate::kafka::create_topics(&cfg, 3, 1).await?;
     for i in 0..args.workers {
@@ -225,7 +227,7 @@ pub async fn run(args: SoakArgs) -> Result<SoakReport, SoakError> {
     for m in traffic::fulfilment_levels(args.skus) {
         traffic::send(&producer, &cfg, m).await;
     }
-    let progress = Progress::new(&cfg)?;
+    let progress = GroupProgress::new(&cfg)?;
     progress.wait_caught_up(Duration::from_secs(120)).await.map_err(|e| SoakError::Stuck(format!("loading the catalog: {e}"), logs.clone()))?;
     tracing::info!("catalog loaded; faults start");
 
@@ -236,7 +238,7 @@ pub async fn run(args: SoakArgs) -> Result<SoakReport, SoakError> {
     let generator = {
         let (cfg, confirmed, stop, rate, ledger) = (cfg.clone(), confirmed.clone(), stop.clone(), args.rate.max(1), ledger.clone());
         let mut t = traffic::Traffic::new(wl, args.seed, mix, cfg.max_message_bytes);
-        let committed = Progress::new(&cfg)?;
+        let committed = GroupProgress::new(&cfg)?;
         tokio::spawn(async move {
             let start = Instant::now();
             let mut sent = 0u64;

@@ -51,6 +51,7 @@ impl Recorder {
     ) -> Result<Recorder, SoakError> {
         let c: BaseConsumer = crate::kafka::client_config(
             cfg,
+            crate::kafka::Role::Consumer,
             &[
                 ("group.id", &format!("{}-recorder", cfg.group_id)),
                 ("enable.auto.commit", "false"),

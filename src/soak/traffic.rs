@@ -307,6 +307,7 @@ impl ProducerContext for Acks {
 pub fn producer(cfg: &Config, ledger: Arc<Mutex<Ledger>>) -> Result<ThreadedProducer<Acks>, KafkaError> {
     crate::kafka::client_config(
         cfg,
+        crate::kafka::Role::Producer,
         &[("acks", "all"), ("linger.ms", "5"), ("batch.num.messages", "1"), ("message.timeout.ms", "600000"), ("retry.backoff.max.ms", "2000")],
     )
     .create_with_context(Acks(ledger))

@@ -10,7 +10,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::{format_time, oldest_before, plan_partition, resolve_topic, ReplayArgs, ReplayError, ReplayFrom, ReplayPlan, RETENTION_MARGIN};
 use crate::config::Config;
-use crate::kafka::client_config;
+use crate::kafka::{client_config, Role};
 
 /// Bound of every broker request (Tansu's ListOffsets can take seconds).
 const REQUEST: Duration = Duration::from_secs(30);
@@ -22,7 +22,7 @@ pub(super) fn replay_blocking(cfg: &Config, args: &ReplayArgs) -> Result<ReplayP
     let k = Kafka(cfg);
     // The group's own id, never subscribed: it reads and commits the
     // group's offsets without joining it.
-    let group: BaseConsumer = client_config(cfg, &[("group.id", &cfg.group_id), ("enable.auto.commit", "false"), ("enable.auto.offset.store", "false")])
+    let group: BaseConsumer = client_config(cfg, Role::Consumer, &[("group.id", &cfg.group_id), ("enable.auto.commit", "false"), ("enable.auto.offset.store", "false")])
         .create()
         .map_err(k.err("creating a Kafka client"))?;
     let partitions = partitions(&group, cfg, &topic)?;
@@ -196,7 +196,7 @@ impl<'a> Reader<'a> {
         // librdkafka wants a group.id even to assign; this one never
         // joins nor commits, so no broker keeps anything for it.
         let group = format!("{}-replay-reader", cfg.group_id);
-        let consumer = client_config(cfg, &[("group.id", &group), ("enable.auto.commit", "false"), ("enable.partition.eof", "true"), ("fetch.wait.max.ms", "20")])
+        let consumer = client_config(cfg, Role::Consumer, &[("group.id", &group), ("enable.auto.commit", "false"), ("enable.partition.eof", "true"), ("fetch.wait.max.ms", "20")])
             .create()
             .map_err(Kafka(cfg).err("creating a Kafka reader"))?;
         Ok(Reader { consumer, topic: topic.into(), cfg })

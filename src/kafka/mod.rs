@@ -1,4 +1,5 @@
-//! Kafka client settings and topic administration.
+//! Kafka client settings, topic administration and the consumer group's
+//! progress.
 
 use std::time::Duration;
 
@@ -9,15 +10,33 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::Config;
 
-/// Settings shared by the consumer, producer and admin client, with the
-/// raw pass-through applied last so users can override anything.
-pub fn client_config(cfg: &Config, extra: &[(&str, &str)]) -> ClientConfig {
+mod progress;
+pub use progress::{GroupProgress, ProgressError};
+
+/// Which kind of client a [`client_config`] is for: each takes the shared
+/// pass-through settings and then its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Consumer,
+    Producer,
+    Admin,
+}
+
+/// Settings of one client: bootstrap, then `extra`, then the raw
+/// pass-through (shared, then the role's own) applied last so users can
+/// override anything.
+pub fn client_config(cfg: &Config, role: Role, extra: &[(&str, &str)]) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.kafka_bootstrap);
     for (k, v) in extra {
         c.set(*k, *v);
     }
-    for (k, v) in &cfg.kafka_options {
+    let own = match role {
+        Role::Consumer => Some(&cfg.kafka_consumer_options),
+        Role::Producer => Some(&cfg.kafka_producer_options),
+        Role::Admin => None,
+    };
+    for (k, v) in cfg.kafka_options.iter().chain(own.into_iter().flatten()) {
         c.set(k, v);
     }
     c
@@ -29,6 +48,7 @@ pub fn client_config(cfg: &Config, extra: &[(&str, &str)]) -> ClientConfig {
 pub fn consumer_config(cfg: &Config) -> ClientConfig {
     client_config(
         cfg,
+        Role::Consumer,
         &[
             ("group.id", &cfg.group_id),
             ("enable.auto.commit", "true"),
@@ -55,18 +75,12 @@ pub fn consumer_config(cfg: &Config) -> ClientConfig {
     )
 }
 
-/// Producer: idempotent, acks from all in-sync replicas.
-pub fn producer_config(cfg: &Config) -> ClientConfig {
-    client_config(
-        cfg,
-        &[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("linger.ms", "2"),
-            ("message.timeout.ms", "30000"),
-            ("compression.type", "lz4"),
-        ],
-    )
+/// Producer: idempotent, acks from all in-sync replicas; `extra` tunes
+/// these defaults for a caller (the user's options still win).
+pub fn producer_config(cfg: &Config, extra: &[(&str, &str)]) -> ClientConfig {
+    let mut defaults = vec![("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "2"), ("message.timeout.ms", "30000"), ("compression.type", "lz4")];
+    defaults.extend_from_slice(extra);
+    client_config(cfg, Role::Producer, &defaults)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +95,7 @@ pub enum TopicsError {
 /// already exist are left as they are.
 pub async fn create_topics(cfg: &Config, partitions: i32, replication: i32) -> Result<Vec<String>, TopicsError> {
     let admin: AdminClient<DefaultClientContext> =
-        client_config(cfg, &[]).create().map_err(|e| TopicsError::Client { bootstrap: cfg.kafka_bootstrap.clone(), message: e.to_string() })?;
+        client_config(cfg, Role::Admin, &[]).create().map_err(|e| TopicsError::Client { bootstrap: cfg.kafka_bootstrap.clone(), message: e.to_string() })?;
     let t = &cfg.topics;
     let new: Vec<NewTopic> = t
         .all()
@@ -109,4 +123,29 @@ pub async fn create_topics(cfg: &Config, partitions: i32, replication: i32) -> R
         }
     }
     Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_role_takes_the_shared_options_then_its_own() {
+        let mut cfg = Config::new("k:1", "redis://r", "g");
+        cfg.kafka_options.insert("client.id".into(), "shared".into());
+        cfg.kafka_options.insert("linger.ms".into(), "7".into());
+        cfg.kafka_producer_options.insert("enable.idempotence".into(), "false".into());
+        cfg.kafka_producer_options.insert("linger.ms".into(), "9".into());
+        cfg.kafka_consumer_options.insert("fetch.min.bytes".into(), "10".into());
+        let (c, p, a) = (consumer_config(&cfg), producer_config(&cfg, &[("linger.ms", "4")]), client_config(&cfg, Role::Admin, &[]));
+        for x in [&c, &p, &a] {
+            assert_eq!(x.get("client.id"), Some("shared"));
+        }
+        assert_eq!((p.get("enable.idempotence"), p.get("linger.ms"), p.get("fetch.min.bytes")), (Some("false"), Some("9"), None));
+        assert_eq!((c.get("enable.idempotence"), c.get("fetch.min.bytes"), c.get("group.id")), (None, Some("10"), Some("g")));
+        assert_eq!((a.get("enable.idempotence"), a.get("fetch.min.bytes")), (None, None));
+        // A caller's tuning replaces a default; no user option is set here.
+        let plain = producer_config(&Config::new("k:1", "redis://r", "g"), &[("linger.ms", "4")]);
+        assert_eq!((plain.get("linger.ms"), plain.get("enable.idempotence")), (Some("4"), Some("true")));
+    }
 }

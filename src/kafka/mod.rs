@@ -6,12 +6,22 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::metadata::Metadata;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::Config;
 
 mod progress;
 pub use progress::{GroupProgress, ProgressError};
+
+/// The partition ids of `topic` in `md`, sorted; None when the broker does
+/// not know the topic, answers an error for it, or lists no partitions.
+pub fn partitions_in(md: &Metadata, topic: &str) -> Option<Vec<i32>> {
+    let t = md.topics().iter().find(|t| t.name() == topic && t.error().is_none())?;
+    let mut ps: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+    ps.sort_unstable();
+    (!ps.is_empty()).then_some(ps)
+}
 
 /// Which kind of client a [`client_config`] is for: each takes the shared
 /// pass-through settings and then its own.

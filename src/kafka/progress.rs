@@ -40,10 +40,7 @@ impl GroupProgress {
         let md = consumer.fetch_metadata(None, Duration::from_secs(30))?;
         let mut partitions = Vec::new();
         for topic in cfg.topics.inputs() {
-            let found: Vec<i32> = md.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
-            if found.is_empty() {
-                return Err(ProgressError::NoTopic(topic.to_string()));
-            }
+            let found = super::partitions_in(&md, topic).ok_or_else(|| ProgressError::NoTopic(topic.to_string()))?;
             partitions.extend(found.into_iter().map(|p| (topic.to_string(), p)));
         }
         Ok(GroupProgress { consumer, partitions })

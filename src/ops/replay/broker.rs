@@ -98,14 +98,8 @@ fn now_ms() -> i64 {
 /// one topic by name may create it where auto-creation is on).
 fn partitions(c: &BaseConsumer, cfg: &Config, topic: &str) -> Result<Vec<i32>, ReplayError> {
     let md = c.fetch_metadata(None, REQUEST).map_err(Kafka(cfg).err("reading the topic metadata"))?;
-    let unknown = || ReplayError::UnknownTopic { topic: topic.into(), bootstrap: cfg.kafka_bootstrap.clone(), inputs: super::inputs(&cfg.topics) };
-    let t = md.topics().iter().find(|t| t.name() == topic && t.error().is_none()).ok_or_else(unknown)?;
-    let mut ps: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
-    ps.sort_unstable();
-    if ps.is_empty() {
-        return Err(unknown());
-    }
-    Ok(ps)
+    crate::kafka::partitions_in(&md, topic)
+        .ok_or_else(|| ReplayError::UnknownTopic { topic: topic.into(), bootstrap: cfg.kafka_bootstrap.clone(), inputs: super::inputs(&cfg.topics) })
 }
 
 /// Refuses while the group has members (ListGroups, then DescribeGroups).

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts reservoir on a local stack and plays topics/examples through it:
-# installs redis-server and tansu if missing, starts them (unless something
-# already listens on the ports), creates the topics, starts the worker, plays
+# installs redis-server, Java and Apache Kafka if missing (scripts/deps.sh),
+# starts them (unless something already listens on the ports), creates the
+# topics, starts the worker, plays
 # the examples and prints what a subscriber of inventory.availability and
 # inventory.reservations sees. Ctrl-c stops everything it started.
 #   scripts/demo.sh          keep running until ctrl-c
@@ -28,20 +29,17 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-listening() { (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_port() { for _ in $(seq 1 200); do listening "$1" && return 0; sleep 0.1; done; echo "nothing listens on port $1" >&2; exit 1; }
-
-if ! listening "$REDIS_PORT"; then
-  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK" --appendonly yes --appendfsync everysec --save "" >"$WORK/redis.log" 2>&1 &
-  pids+=($!)
-fi
-if ! listening "$KAFKA_PORT"; then
-  # Tansu reads a sqlite path relative to its working directory.
-  (cd "$WORK" && exec tansu broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-    --storage-engine "sqlite://tansu.db" >"$WORK/tansu.log" 2>&1) &
-  pids+=($!)
-fi
-wait_port "$REDIS_PORT"; wait_port "$KAFKA_PORT"
+# Redis and one Apache Kafka node (KRaft), unless something already listens
+# on their ports; "ready:" once both answer.
+"$BIN" local --redis-port "$REDIS_PORT" --kafka-port "$KAFKA_PORT" --kafka-controller-port "$((KAFKA_PORT + 1))" --dir "$WORK" >"$WORK/local.out" 2>"$WORK/local.log" &
+pids+=($!)
+for _ in $(seq 1 1200); do
+  grep -q '^ready:' "$WORK/local.out" 2>/dev/null && break
+  kill -0 "${pids[0]}" 2>/dev/null || { echo "the local stack did not start:" >&2; tail -20 "$WORK/local.log" >&2; exit 1; }
+  sleep 0.1
+done
+grep -q '^ready:' "$WORK/local.out" || { echo "the local stack was not ready within 120 s; see $WORK/local.log" >&2; exit 1; }
+echo "Redis on $REDIS_PORT, Apache Kafka on $KAFKA_PORT (data and logs in $WORK)"
 
 export RESERVOIR_KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 export RESERVOIR_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: unit, engine (real redis-server, single and 3-master
 # cluster), property test against the model, and end-to-end worker tests
-# (real Tansu broker). Installs redis and tansu first when missing.
+# against Apache Kafka (one KRaft node per test binary, a 3-node cluster for
+# the leader faults and the soak). Installs Redis, Java and the broker first
+# when missing (scripts/deps.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh

@@ -52,7 +52,7 @@ enum Command {
     },
     /// Measure the whole path (Kafka → worker → Redis → Kafka, offsets committed) beside the Redis ceiling.
     ///
-    /// With no --kafka/--redis it starts its own Redis and Tansu. Prints a table; the last line is one JSON object.
+    /// With no --kafka/--redis it starts its own Redis and Apache Kafka. Prints a table; the last line is one JSON object.
     ///
     /// Examples: reservoir bench --quick;  reservoir bench --hot 0.5;  reservoir bench --kafka 10.0.0.5:9092 --redis redis://10.0.0.6:6379 --memory
     Bench {
@@ -140,9 +140,9 @@ enum Command {
     },
     /// Run workers under load while faults are injected, then check the guarantees
     ///
-    /// Starts Redis (AOF, fsync always), Tansu (sqlite) and 3 workers, sends the
-    /// benchmark's mix with repeats, cancels before placements and poison, and
-    /// kills or freezes workers, Redis and the broker one fault at a time. Prints
+    /// Starts Redis (AOF, fsync always), a 3-node Apache Kafka cluster and 3 workers,
+    /// sends the benchmark's mix with repeats, cancels before placements and poison,
+    /// and kills or freezes workers, Redis and partition leaders one fault at a time. Prints
     /// faults per kind, recovery times and violations; the last line is JSON.
     /// Exit code 1 on any violation.
     /// Examples:
@@ -152,6 +152,16 @@ enum Command {
     Soak {
         #[command(flatten)]
         args: reservoir::soak::SoakArgs,
+    },
+    /// Start Redis and Apache Kafka (one KRaft node) on loopback for development and the demo; ctrl-c stops them
+    ///
+    /// A port something already listens on is left to it. Kafka's jars come from scripts/deps.sh.
+    /// Data stays in --dir, so a second start finds it. Prints the settings to use once both answer.
+    /// Example: reservoir local --dir target/demo
+    #[command(verbatim_doc_comment)]
+    Local {
+        #[command(flatten)]
+        args: reservoir::local::LocalArgs,
     },
     /// Manage the contract's topics.
     Topics {
@@ -294,6 +304,12 @@ async fn main() -> anyhow::Result<()> {
             let cfg = settings.resolve()?;
             let plan = reservoir::ops::replay::replay(&cfg, &args).await?;
             print!("{}", plan.table());
+        }
+        Command::Local { args } => {
+            let stack = tokio::task::block_in_place(|| reservoir::local::LocalStack::start(&args)).context("the local stack did not start")?;
+            println!("ready: RESERVOIR_KAFKA_BOOTSTRAP={} RESERVOIR_REDIS_URL={}", stack.bootstrap, stack.redis_url);
+            shutdown_signal().await;
+            tokio::task::block_in_place(move || drop(stack));
         }
         Command::Topics { command: TopicsCommand::Create { partitions, replication, mut settings } } => {
             // Creating topics needs no Redis.

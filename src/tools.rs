@@ -62,9 +62,7 @@ pub fn load_examples(dir: &Path) -> Result<Vec<Example>, ToolError> {
 /// after each (the worker reads topics in parallel, so a story spanning
 /// topics needs time between steps); returns how many.
 pub async fn play(cfg: &Config, dir: &Path, delay: Duration) -> Result<usize, ToolError> {
-    // One record per batch, so a consumer group resuming inside the
-    // examples never lands mid-batch (Tansu 0.6.0 would skip the rest).
-    let producer: FutureProducer = crate::kafka::producer_config(cfg, &[("batch.num.messages", "1")]).create()?;
+    let producer: FutureProducer = crate::kafka::producer_config(cfg, &[]).create()?;
     let mut n = 0;
     for ex in load_examples(dir)? {
         // Example folders are named after the default topic names.

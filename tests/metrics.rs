@@ -51,7 +51,7 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 async fn worker_with_port(stack: &Stack, partitions: i32) -> (reservoir::config::Config, Process, SocketAddr) {
-    let mut cfg = config(stack.broker.as_ref().expect("a broker"), &stack.redis_url, partitions).await;
+    let mut cfg = config(&stack.bootstrap, &stack.redis_url, partitions).await;
     let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     cfg.metrics_addr = Some(addr);
     let p = Process::start(&cfg);

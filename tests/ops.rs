@@ -51,7 +51,7 @@ fn comparable(mut v: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspect_shows_levels_holds_orders_and_availability() {
     let stack = Stack::start().await;
-    let cfg = config(stack.broker.as_ref().expect("a broker"), &stack.redis_url, 1).await;
+    let cfg = config(&stack.bootstrap, &stack.redis_url, 1).await;
     let _worker = Process::start(&cfg);
     let t = cfg.topics.clone();
     let p = producer(&stack.bootstrap);
@@ -130,7 +130,7 @@ async fn inspect_shows_levels_holds_orders_and_availability() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_publishes_levels_and_names_bad_rows() {
     let stack = Stack::start().await;
-    let cfg = config(stack.broker.as_ref().expect("a broker"), &stack.redis_url, 3).await;
+    let cfg = config(&stack.bootstrap, &stack.redis_url, 3).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("levels.csv");
     let u = uid();
@@ -209,8 +209,7 @@ async fn applied_catalog(stack: &Stack, cfg: &Config, n: usize) -> BTreeMap<Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn republish_rebuilds_a_cache_resumes_and_filters() {
     let stack = Stack::start().await;
-    let broker = stack.broker.as_ref().expect("a broker");
-    let cfg = config(broker, &stack.redis_url, 2).await;
+    let cfg = config(&stack.bootstrap, &stack.redis_url, 2).await;
     let n = 300;
     let original = applied_catalog(&stack, &cfg, n).await;
     let dir = tempfile::tempdir().unwrap();
@@ -280,8 +279,8 @@ async fn republish_rebuilds_a_cache_resumes_and_filters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn republish_covers_every_master_of_a_cluster() {
     let cluster = RedisCluster::start();
-    let broker = support::kafka::Broker::start();
-    let cfg = config(&broker, &cluster.urls, 2).await;
+    let bootstrap = support::kafka::shared();
+    let cfg = config(bootstrap, &cluster.urls, 2).await;
     let (engine, _) = support::engine(&cluster.urls).await;
     engine.configure_channel("ch-1", "web", &["wh-1".to_string()]).await.unwrap();
     let mut skus: Vec<String> = (0..200).map(|i| format!("C-{i}")).collect();
@@ -302,7 +301,7 @@ async fn republish_covers_every_master_of_a_cluster() {
     let out = run(cli(&cfg, "republish")).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains(&format!("republished {} availability message(s) for {} sku(s)", skus.len(), skus.len())), "{}", text(&out.stdout));
-    let mut r = Reader::new(&broker.bootstrap, &cfg.topics.availability);
+    let mut r = Reader::new(bootstrap, &cfg.topics.availability);
     r.until(T, "every sku", |s| latest(s).len() >= skus.len()).await;
     let got: BTreeMap<String, (u64, Option<Qty>)> = latest(&r.seen)
         .into_iter()

@@ -70,7 +70,7 @@ async fn until_committed(cfg: &Config, topic: &str, partitions: i32, total: i64)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_while_a_worker_runs_then_the_worker_rereads_and_nothing_changes() {
     let stack = Stack::start().await;
-    let cfg = config(stack.broker.as_ref().expect("a broker"), &stack.redis_url, 2).await;
+    let cfg = config(&stack.bootstrap, &stack.redis_url, 2).await;
     let t = cfg.topics.clone();
     let worker = InProcess::start(cfg.clone());
     let p = producer(&stack.bootstrap);
@@ -128,7 +128,7 @@ async fn refuses_while_a_worker_runs_then_the_worker_rereads_and_nothing_changes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn from_time_picks_the_first_message_at_that_time() {
     let stack = Stack::start().await;
-    let cfg = config(stack.broker.as_ref().expect("a broker"), &stack.redis_url, 1).await;
+    let cfg = config(&stack.bootstrap, &stack.redis_url, 1).await;
     let t = cfg.topics.clone();
     let p = producer(&stack.bootstrap);
     let level = |i: usize| event(&format!("t{i}"), "inventory.level.set", json!({"sku": "S", "location": "l1", "on_hand": i}));
@@ -164,7 +164,7 @@ async fn from_time_picks_the_first_message_at_that_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_older_than_the_idempotency_retention_need_force() {
     let stack = Stack::start().await;
-    let mut cfg = config(stack.broker.as_ref().expect("a broker"), &stack.redis_url, 1).await;
+    let mut cfg = config(&stack.bootstrap, &stack.redis_url, 1).await;
     cfg.engine.idempotency_retention = Duration::from_secs(2 * 86_400);
     let t = cfg.topics.clone();
     let p = producer(&stack.bootstrap);

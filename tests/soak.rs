@@ -1,8 +1,8 @@
 //! `reservoir soak`: three workers, faults of every kind, and no violation
 //! of the guarantees; and the same soak against workers broken on purpose,
 //! which it must catch. SOAK_DURATION (default 3m) sets the clean run's
-//! length. The soaks run one at a time: each starts its own Redis, broker
-//! and three workers on two cores.
+//! length. The soaks run one at a time: each starts its own Redis, a
+//! 3-node Apache Kafka cluster and three workers on two cores.
 
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -55,9 +55,11 @@ fn a_soak_with_every_fault_kind_finds_no_violation() {
     let (report, text, ok) = soak(&["--duration", &duration, "--seed", "11"]);
     assert_eq!(report["violations"], serde_json::json!([]), "{text}");
     assert!(ok, "{text}");
-    for kind in ["worker kill -9", "worker SIGSTOP", "redis kill -9", "SCRIPT FLUSH", "broker kill -9"] {
+    for kind in ["worker kill -9", "worker SIGSTOP", "redis kill -9", "SCRIPT FLUSH", "leader kill -9"] {
         assert!(report["faults"][kind].as_u64() >= Some(1), "no {kind} in {text}");
     }
+    assert!(report["faults"]["leader kill -9"].as_u64() >= Some(2), "fewer than 2 partition leader kills in {text}");
+    assert_eq!(report["generator_lost"], 0, "the broker refused messages of the generator: {text}");
     for code in ["malformed_json", "invalid_envelope", "unknown_type", "invalid_data", "too_large", "negative_on_hand", "insufficient_on_hand", "over_refund"] {
         assert!(report["poison"][code].as_u64() >= Some(1), "no {code} poison in {text}");
     }

@@ -24,7 +24,7 @@ fn of_type<'a>(seen: &'a [support::kafka::Received], ty: &str) -> Vec<&'a suppor
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_type_with_outputs_checked() {
     let stack = Stack::start().await;
-    let cfg = config(stack.broker.as_ref().unwrap(), &stack.redis_url, 2).await;
+    let cfg = config(&stack.bootstrap, &stack.redis_url, 2).await;
     let t = cfg.topics.clone();
     let worker = InProcess::start(cfg.clone());
     let p = producer(&stack.bootstrap);
@@ -113,7 +113,7 @@ async fn every_event_type_with_outputs_checked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_goes_to_dead_letter_and_the_partition_moves_on() {
     let stack = Stack::start().await;
-    let mut cfg = config(stack.broker.as_ref().unwrap(), &stack.redis_url, 1).await;
+    let mut cfg = config(&stack.bootstrap, &stack.redis_url, 1).await;
     cfg.max_message_bytes = 64 * 1024;
     let t = cfg.topics.clone();
     let worker = InProcess::start(cfg.clone());
@@ -159,7 +159,7 @@ async fn poison_goes_to_dead_letter_and_the_partition_moves_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shipment_refused_when_its_placement_arrives_is_dead_lettered_from_its_own_offset() {
     let stack = Stack::start().await;
-    let cfg = config(stack.broker.as_ref().unwrap(), &stack.redis_url, 1).await;
+    let cfg = config(&stack.bootstrap, &stack.redis_url, 1).await;
     let t = cfg.topics.clone();
     let worker = InProcess::start(cfg.clone());
     let p = producer(&stack.bootstrap);
@@ -198,7 +198,7 @@ async fn a_shipment_refused_when_its_placement_arrives_is_dead_lettered_from_its
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_new_event_ids_and_replays_change_nothing() {
     let stack = Stack::start().await;
-    let mut cfg = config(stack.broker.as_ref().unwrap(), &stack.redis_url, 2).await;
+    let mut cfg = config(&stack.bootstrap, &stack.redis_url, 2).await;
     let t = cfg.topics.clone();
     let worker = InProcess::start(cfg.clone());
     let p = producer(&stack.bootstrap);
@@ -240,7 +240,7 @@ async fn duplicates_new_event_ids_and_replays_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_holds_are_swept_and_published() {
     let stack = Stack::start().await;
-    let mut cfg = config(stack.broker.as_ref().unwrap(), &stack.redis_url, 1).await;
+    let mut cfg = config(&stack.bootstrap, &stack.redis_url, 1).await;
     cfg.engine.hold_time = Duration::from_secs(2);
     let t = cfg.topics.clone();
     let worker = InProcess::start(cfg.clone());

@@ -22,7 +22,7 @@ use super::report::{Cpu, Latency, Params, Report};
 use super::workload::{Catalog, ConfirmedOrder, GenEvent, Workload};
 use super::{BenchArgs, BenchError};
 use crate::config::{Config, Topics};
-use crate::local::{self, Proc};
+use crate::local::{self, Kafka, Proc};
 use crate::qty::Qty;
 use crate::store::{Clock, Engine, EngineConfig};
 
@@ -138,7 +138,7 @@ struct Bench {
     info: redis::aio::MultiplexedConnection,
     worker: Proc,
     redis_proc: Option<Proc>,
-    broker_proc: Option<Proc>,
+    broker_proc: Option<Kafka>,
     bar: ProgressBar,
 }
 
@@ -180,7 +180,7 @@ impl Bench {
             redis: RedisCounters::read(&mut self.info).await?,
             worker: ProcStats::read(self.worker.pid()),
             redis_proc: self.redis_proc.as_ref().map(|p| ProcStats::read(p.pid())),
-            broker: self.broker_proc.as_ref().map(|p| ProcStats::read(p.pid())),
+            broker: self.broker_proc.as_ref().and_then(|k| k.nodes[0].pid()).map(ProcStats::read),
             me: ProcStats::read(std::process::id()),
         })
     }
@@ -371,7 +371,11 @@ pub(super) async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     };
     let (broker_proc, kafka) = match &args.kafka {
         Some(k) => (None, k.clone()),
-        None => local::tansu(&dir).map(|(p, k)| (Some(p), k))?,
+        None => {
+            let k = Kafka::single(&dir.join("kafka"))?;
+            let bootstrap = k.bootstrap.clone();
+            (Some(k), bootstrap)
+        }
     };
     bar.println(format!("bench: Kafka {kafka}, Redis {redis_url}; logs in {}", dir.display()));
 

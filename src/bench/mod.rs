@@ -19,7 +19,7 @@ pub use report::Report;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Kafka bootstrap servers; default: start a local Tansu (memory storage).
+    /// Kafka bootstrap servers; default: start a local Apache Kafka (one KRaft node).
     #[arg(long)]
     pub kafka: Option<String>,
     /// Redis URL; default: start a local redis-server (AOF, fsync every second).

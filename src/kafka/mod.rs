@@ -75,10 +75,7 @@ pub fn consumer_config(cfg: &Config) -> ClientConfig {
             ("queued.min.messages", "10000"),
             ("queued.max.messages.kbytes", "16384"),
             ("fetch.max.bytes", "8388608"),
-            // Tansu answers a fetch only when its wait is over, even when
-            // data arrived (Kafka answers at once): 500 ms by default was
-            // the median latency of a result at 1,000 events/s.
-            ("fetch.wait.max.ms", "20"),
+
             // Consumer lag per partition and broker state, for metrics and /readyz.
             ("statistics.interval.ms", "5000"),
         ],

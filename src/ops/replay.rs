@@ -216,8 +216,7 @@ pub enum ReplayError {
     NotInput { topic: String, inputs: String },
     #[error("topic {topic} does not exist on {bootstrap}: check RESERVOIR_KAFKA_BOOTSTRAP and the topic settings (configured input topics: {inputs})")]
     UnknownTopic { topic: String, bootstrap: String, inputs: String },
-    /// Tansu 0.6.0 prunes a silent member only when another joins (measured).
-    #[error("group {group} has {count} active member(s) ({members}): stop every worker of the group (reservoir run) and run replay again. A worker killed rather than stopped stays a member until its session times out (10 s); on Tansu until the group's next join: then start one worker, stop it with SIGTERM or ctrl-c, and run replay again")]
+    #[error("group {group} has {count} active member(s) ({members}): stop every worker of the group (reservoir run) and run replay again. A worker killed rather than stopped stays a member until its session times out (10 s)")]
     GroupActive { group: String, count: usize, members: String },
     #[error("partition {partition} of {topic} would re-read messages from {at}, older than the idempotency retention ({retention_secs} s, less a margin of {margin_secs} s): their event ids may be forgotten, so they would be applied again (an old inventory.level.set sets an old count). Replay from a later time (--from-time {cutoff} or later), or give --force if applying them again is meant")]
     TooOld { topic: String, partition: i32, at: String, cutoff: String, retention_secs: u64, margin_secs: u64 },

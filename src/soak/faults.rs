@@ -17,7 +17,7 @@ const SESSION: Duration = Duration::from_secs(10);
 
 /// Longer than the session, so the group moves a frozen worker's
 /// partitions away before it wakes up.
-const FREEZE: Duration = Duration::from_secs(13);
+const FREEZE: Duration = Duration::from_secs(SESSION.as_secs() + 3);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Fault {
@@ -29,12 +29,12 @@ pub enum Fault {
     KillRedis,
     #[value(name = "script-flush")]
     ScriptFlush,
-    #[value(name = "broker-kill")]
-    KillBroker,
+    #[value(name = "leader-kill")]
+    KillLeader,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 5] = [Fault::KillWorker, Fault::FreezeWorker, Fault::KillRedis, Fault::ScriptFlush, Fault::KillBroker];
+    pub const ALL: [Fault; 5] = [Fault::KillWorker, Fault::FreezeWorker, Fault::KillRedis, Fault::ScriptFlush, Fault::KillLeader];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -42,7 +42,7 @@ impl Fault {
             Fault::FreezeWorker => "worker SIGSTOP",
             Fault::KillRedis => "redis kill -9",
             Fault::ScriptFlush => "SCRIPT FLUSH",
-            Fault::KillBroker => "broker kill -9",
+            Fault::KillLeader => "leader kill -9",
         }
     }
 
@@ -51,12 +51,9 @@ impl Fault {
         tracing::info!(fault = self.name(), worker, "injecting");
         match self {
             Fault::KillWorker => {
+                // Restarted at once: the group expires the dead member
+                // after its session and rebalances by itself.
                 stack.kill_worker(worker);
-                // Tansu 0.6.0 expires a dead member only when another joins
-                // after its session ended; joining sooner leaves the dead
-                // member owning partitions until the next join (measured).
-                // Apache Kafka expires it on time by itself.
-                tokio::time::sleep(SESSION + Duration::from_secs(1)).await;
                 stack.start_worker(cfg, worker)?;
             }
             Fault::FreezeWorker => {
@@ -78,10 +75,16 @@ impl Fault {
                 let backoff = ExponentialBuilder::default().with_max_delay(Duration::from_secs(2)).with_max_times(40);
                 flush.retry(backoff).when(crate::store::StoreError::is_retryable).await?;
             }
-            Fault::KillBroker => {
-                stack.kill_broker();
+            Fault::KillLeader => {
+                // The orders topic's first partition: every order passes a
+                // partition of it, and workers and producers both use it.
+                let topic = cfg.topics.orders.clone();
+                let killed = tokio::task::block_in_place(|| stack.kill_leader(&topic, 0))?;
+                tracing::info!(node = ?killed.map(|i| stack.kafka.nodes[i].id), topic, "partition leader killed");
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                stack.start_broker()?;
+                if let Some(i) = killed {
+                    tokio::task::block_in_place(|| stack.kafka.restart(i))?;
+                }
             }
         }
         Ok(())

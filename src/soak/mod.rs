@@ -204,14 +204,8 @@ pub async fn run(args: SoakArgs) -> Result<SoakReport, SoakError> {
     cfg.engine.hold_time = Duration::from_secs(30);
     cfg.max_message_bytes = 4096;
     cfg.sweep_interval = Duration::from_millis(500);
-    // Tansu 0.6.0's sqlite storage panics on an idempotent producer's batch
-    // once the broker has restarted (tansu-storage lite.rs:503, "more or
-    // less than one row") and answers nothing after that. Without
-    // idempotence a producer retry may write a message twice, which the
-    // contract allows: results repeat, availability carries versions.
-    cfg.kafka_producer_options.insert("enable.idempotence".into(), "false".into());
     cfg.sabotage = args.sabotage;
-    crate::kafka::create_topics(&cfg, 3, 1).await?;
+    crate::kafka::create_topics(&cfg, 3, stack::KAFKA_NODES as i32).await?;
     for i in 0..args.workers {
         stack.start_worker(&cfg, i)?;
     }
@@ -227,6 +221,10 @@ pub async fn run(args: SoakArgs) -> Result<SoakReport, SoakError> {
     for m in traffic::fulfilment_levels(args.skus) {
         traffic::send(&producer, &cfg, m).await;
     }
+    // Sent is not yet written: the ends read next must include the whole
+    // catalog, or "caught up" comes before the last levels are applied
+    // (early shipments then found the fulfilment center empty).
+    traffic::delivered(&producer, Duration::from_secs(60)).map_err(|e| SoakError::Stuck(format!("loading the catalog: {e}"), logs.clone()))?;
     let progress = GroupProgress::new(&cfg)?;
     progress.wait_caught_up(Duration::from_secs(120)).await.map_err(|e| SoakError::Stuck(format!("loading the catalog: {e}"), logs.clone()))?;
     tracing::info!("catalog loaded; faults start");

@@ -1,25 +1,22 @@
-//! The soak's processes: Redis (AOF, fsync always), Tansu (sqlite) and the
-//! workers, each of which the fault injector kills, freezes and restarts
-//! on the same port with the same data.
+//! The soak's processes: Redis (AOF, fsync always), a 3-node Apache Kafka
+//! cluster and the workers, each of which the fault injector kills,
+//! freezes and restarts on the same port with the same data.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::local::{self, LocalError, Proc};
+use crate::local::{self, signal, Kafka, LocalError, Proc};
+
+/// Nodes of the soak's Kafka cluster: replication factor 3, 2 in sync.
+pub const KAFKA_NODES: usize = 3;
 
 pub struct Stack {
     pub dir: PathBuf,
     pub redis_port: u16,
-    pub broker_port: u16,
     pub redis: Option<Proc>,
-    pub broker: Option<Proc>,
+    pub kafka: Kafka,
     pub workers: Vec<Option<Proc>>,
-}
-
-fn signal(p: &Proc, sig: i32) {
-    // SAFETY: kill(2) on our own child's pid has no memory effects.
-    unsafe { libc::kill(p.pid() as i32, sig) };
 }
 
 fn kill9(p: &mut Option<Proc>) {
@@ -31,12 +28,12 @@ fn kill9(p: &mut Option<Proc>) {
 
 impl Stack {
     pub fn start(dir: &Path) -> Result<(Stack, String, String), LocalError> {
-        let mut s = Stack { dir: dir.to_path_buf(), redis_port: local::free_port()?, broker_port: local::free_port()?, redis: None, broker: None, workers: Vec::new() };
+        let kafka = Kafka::cluster(&dir.join("kafka"), KAFKA_NODES)?;
+        let mut s = Stack { dir: dir.to_path_buf(), redis_port: local::free_port()?, redis: None, kafka, workers: Vec::new() };
         s.start_redis()?;
-        s.start_broker()?;
         let redis = format!("redis://127.0.0.1:{}", s.redis_port);
-        let broker = format!("127.0.0.1:{}", s.broker_port);
-        Ok((s, redis, broker))
+        let bootstrap = s.kafka.bootstrap.clone();
+        Ok((s, redis, bootstrap))
     }
 
     pub fn start_redis(&mut self) -> Result<(), LocalError> {
@@ -44,10 +41,6 @@ impl Stack {
         Ok(())
     }
 
-    pub fn start_broker(&mut self) -> Result<(), LocalError> {
-        self.broker = Some(local::tansu_at(&self.dir, self.broker_port, "sqlite://tansu.db")?.0);
-        Ok(())
-    }
 
     pub fn start_worker(&mut self, cfg: &Config, i: usize) -> Result<(), LocalError> {
         while self.workers.len() <= i {
@@ -61,8 +54,14 @@ impl Stack {
         kill9(&mut self.redis);
     }
 
-    pub fn kill_broker(&mut self) {
-        kill9(&mut self.broker);
+    /// kill -9 of the node leading `topic`/`partition`; its index, if a
+    /// leader was found.
+    pub fn kill_leader(&mut self, topic: &str, partition: i32) -> Result<Option<usize>, LocalError> {
+        let leader = self.kafka.leader_of(topic, partition)?;
+        if let Some(i) = leader {
+            self.kafka.kill9(i);
+        }
+        Ok(leader)
     }
 
     pub fn kill_worker(&mut self, i: usize) {
@@ -90,8 +89,10 @@ impl Stack {
         if self.redis.is_none() {
             self.start_redis()?;
         }
-        if self.broker.is_none() {
-            self.start_broker()?;
+        for i in 0..self.kafka.nodes.len() {
+            if !self.kafka.nodes[i].is_running() {
+                self.kafka.restart(i)?;
+            }
         }
         for i in 0..self.workers.len() {
             self.freeze_worker(i, false);
@@ -110,10 +111,9 @@ impl Stack {
         self.workers.clear();
     }
 
-    /// SIGTERM to the workers, then the servers.
+    /// SIGTERM to the workers, then Redis (Kafka stops when dropped).
     pub fn stop(&mut self) {
         self.stop_workers();
-        kill9(&mut self.broker);
         kill9(&mut self.redis);
     }
 }

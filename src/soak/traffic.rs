@@ -301,16 +301,23 @@ impl ProducerContext for Acks {
     }
 }
 
-/// The generator's producer: one record per batch (Tansu 0.6.0 skips the
-/// rest of a batch for a consumer resuming inside it, which a soak full of
-/// restarts would hit), and deliveries retried across broker restarts.
+/// The generator's producer: an ordinary batching, idempotent producer
+/// (many records per batch, so workers resume inside batches), with
+/// deliveries retried across leader kills.
 pub fn producer(cfg: &Config, ledger: Arc<Mutex<Ledger>>) -> Result<ThreadedProducer<Acks>, KafkaError> {
     crate::kafka::client_config(
         cfg,
         crate::kafka::Role::Producer,
-        &[("acks", "all"), ("linger.ms", "5"), ("batch.num.messages", "1"), ("message.timeout.ms", "600000"), ("retry.backoff.max.ms", "2000")],
+        &[("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "5"), ("message.timeout.ms", "600000"), ("retry.backoff.max.ms", "2000")],
     )
     .create_with_context(Acks(ledger))
+}
+
+/// Waits until every message queued so far was acknowledged (or failed,
+/// which the ledger counts as lost).
+pub fn delivered(p: &ThreadedProducer<Acks>, timeout: std::time::Duration) -> Result<(), KafkaError> {
+    use rdkafka::producer::Producer as _;
+    tokio::task::block_in_place(|| p.flush(timeout))
 }
 
 /// Queues one message, waiting while the queue is full.

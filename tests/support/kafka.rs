@@ -1,10 +1,13 @@
-//! A real Kafka-compatible broker for tests: Tansu started as a child
-//! process on a free loopback port (memory or sqlite storage), or the
-//! cluster in KAFKA_BOOTSTRAP. Plus a producer and a collecting consumer.
+//! A real broker for tests: Apache Kafka (KRaft) started as a child
+//! process on free loopback ports, or the cluster in KAFKA_BOOTSTRAP. The
+//! tests of one binary share one node ([`shared`]), with random topic and
+//! group names; tests that kill or restart a broker start their own
+//! ([`OwnBroker`], [`cluster`]). Plus a producer and a collecting consumer.
 
 use std::collections::HashMap;
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -12,86 +15,111 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use reservoir::config::{Config, Topics};
+use reservoir::local::{Kafka, KafkaSettings};
 
-use super::{free_port, uid};
+use super::uid;
 
-pub struct Broker {
-    pub bootstrap: String,
-    pub port: u16,
-    child: Option<Child>,
-    storage: String,
-    pub dir: Option<tempfile::TempDir>,
+static SHARED_DIR: OnceLock<PathBuf> = OnceLock::new();
+static SHARED_PID: AtomicU32 = AtomicU32::new(0);
+
+/// At exit of the test binary: the shared broker is killed and its data removed.
+extern "C" fn stop_shared() {
+    let pid = SHARED_PID.load(Ordering::SeqCst);
+    if pid != 0 {
+        // SAFETY: kill/waitpid on our own child.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+            libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+        }
+    }
+    if let Some(d) = SHARED_DIR.get() {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }
 
-impl Broker {
-    /// Tansu with in-memory storage, or KAFKA_BOOTSTRAP.
-    pub fn start() -> Broker {
+/// The bootstrap of the broker every test of this binary shares: one
+/// Apache Kafka node started on first use, or KAFKA_BOOTSTRAP.
+pub fn shared() -> &'static str {
+    // The outcome is kept, so every test of a binary whose broker failed
+    // reports the same cause.
+    static BOOTSTRAP: OnceLock<Result<String, String>> = OnceLock::new();
+    let r = BOOTSTRAP.get_or_init(|| {
         if let Ok(b) = std::env::var("KAFKA_BOOTSTRAP") {
-            return Broker { bootstrap: b, port: 0, child: None, storage: String::new(), dir: None };
+            return Ok(b);
         }
-        Broker::start_with("memory://tansu/".into(), None)
+        let dir = tempfile::Builder::new().prefix("reservoir-test-kafka-").tempdir().map_err(|e| e.to_string())?.keep();
+        let _ = SHARED_DIR.set(dir.clone());
+        // SAFETY: registering a plain extern "C" fn.
+        unsafe { libc::atexit(stop_shared) };
+        let (tx, rx) = std::sync::mpsc::channel();
+        // A thread that lives as long as the process: the broker is spawned
+        // from it with PDEATHSIG, so it dies with the test binary however
+        // that ends.
+        std::thread::Builder::new()
+            .name("shared-kafka".into())
+            .spawn(move || match Kafka::start(&dir, 1, None, KafkaSettings { die_with_parent: true, ..Default::default() }) {
+                Ok(k) => {
+                    SHARED_PID.store(k.nodes[0].pid().unwrap_or(0), Ordering::SeqCst);
+                    let _ = tx.send(Ok(k.bootstrap.clone()));
+                    loop {
+                        std::thread::park();
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        rx.recv().map_err(|e| e.to_string())?
+    });
+    match r {
+        Ok(b) => b,
+        Err(e) => panic!("Apache Kafka did not start (scripts/deps.sh installs it; .ci/run runs that): {e}"),
     }
+}
 
-    /// Tansu keeping its data in sqlite, so it survives a restart.
-    pub fn start_durable() -> Broker {
+/// A broker of one test's own, for tests that stop and restart it: one
+/// Apache Kafka node keeping its data across restarts, or KAFKA_BOOTSTRAP
+/// (which such a test cannot restart: see `is_local`).
+pub struct OwnBroker {
+    pub bootstrap: String,
+    pub kafka: Option<Kafka>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl OwnBroker {
+    pub fn start() -> OwnBroker {
         if let Ok(b) = std::env::var("KAFKA_BOOTSTRAP") {
-            return Broker { bootstrap: b, port: 0, child: None, storage: String::new(), dir: None };
+            return OwnBroker { bootstrap: b, kafka: None, _dir: None };
         }
-        let dir = tempfile::tempdir().unwrap();
-        // Tansu reads the sqlite path relative to its working directory.
-        let storage = "sqlite://tansu.db".to_string();
-        Broker::start_with(storage, Some(dir))
-    }
-
-    fn start_with(storage: String, dir: Option<tempfile::TempDir>) -> Broker {
-        let port = free_port();
-        let mut b = Broker { bootstrap: format!("127.0.0.1:{port}"), port, child: None, storage, dir };
-        b.spawn();
-        b
-    }
-
-    fn spawn(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let mut cmd = Command::new("tansu");
-        if let Some(d) = &self.dir {
-            cmd.current_dir(d.path());
-        }
-        let child = cmd
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", &self.storage])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu must be installed (cargo install tansu --locked --version 0.6.0 --features dynostore,libsql; .ci/run does it)");
-        self.child = Some(child);
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(20), "tansu did not listen on {} within 20 s", self.port);
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let dir = tempfile::Builder::new().prefix("reservoir-test-kafka-").tempdir().unwrap();
+        let kafka = Kafka::single(dir.path()).unwrap_or_else(|e| panic!("Apache Kafka did not start: {e}"));
+        OwnBroker { bootstrap: kafka.bootstrap.clone(), kafka: Some(kafka), _dir: Some(dir) }
     }
 
     pub fn is_local(&self) -> bool {
-        self.child.is_some() || !self.storage.is_empty()
+        self.kafka.is_some()
     }
 
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    /// kill -9.
+    pub fn kill(&mut self) {
+        self.kafka.as_mut().expect("a local broker").kill9(0);
     }
 
+    /// Starts it again on the same port and data, and waits until it answers.
     pub fn restart(&mut self) {
-        self.stop();
-        self.spawn();
+        let k = self.kafka.as_mut().expect("a local broker");
+        k.kill9(0);
+        k.restart(0).unwrap_or_else(|e| panic!("Apache Kafka did not restart: {e}"));
     }
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// A 3-node Apache Kafka cluster of one test's own (replication factor 3,
+/// `min.insync.replicas` 2), with its folder.
+pub fn cluster() -> (Kafka, tempfile::TempDir) {
+    let dir = tempfile::Builder::new().prefix("reservoir-test-kafka3-").tempdir().unwrap();
+    let k = Kafka::cluster(dir.path(), 3).unwrap_or_else(|e| panic!("the 3-node Apache Kafka cluster did not start: {e}"));
+    (k, dir)
 }
 
 /// Random topic names for one test.
@@ -99,26 +127,30 @@ pub fn topics() -> Topics {
     Topics::suffixed(&format!("-{}", uid()))
 }
 
-/// A worker config with random topics and group, topics created.
-pub async fn config(broker: &Broker, redis_url: &str, partitions: i32) -> Config {
-    let mut cfg = Config::new(&broker.bootstrap, redis_url, &format!("reservoir-test-{}", uid()));
+/// A worker config with random topics and group, topics created (at
+/// KAFKA_REPLICATION replicas on an external cluster, default 1).
+pub async fn config(bootstrap: &str, redis_url: &str, partitions: i32) -> Config {
+    let replication = std::env::var("KAFKA_REPLICATION").ok().and_then(|r| r.parse().ok()).unwrap_or(1);
+    config_replicated(bootstrap, redis_url, partitions, replication).await
+}
+
+pub async fn config_replicated(bootstrap: &str, redis_url: &str, partitions: i32, replication: i32) -> Config {
+    let mut cfg = Config::new(bootstrap, redis_url, &format!("reservoir-test-{}", uid()));
     cfg.topics = topics();
     cfg.sweep_interval = Duration::from_millis(200);
-    reservoir::kafka::create_topics(&cfg, partitions, 1).await.expect("topics created");
+    reservoir::kafka::create_topics(&cfg, partitions, replication).await.expect("topics created");
     cfg
 }
 
-/// A test producer. One record per batch: Tansu 0.6.0 answers a fetch
-/// from an offset inside a record batch with nothing (or the next batch),
-/// so a group resuming mid-batch would skip records; Apache Kafka returns
-/// the containing batch. See the README's notes on Tansu.
+/// A test producer as shops run one: idempotent, acks=all, batching
+/// (`linger.ms` 5, so a stream puts many records in each batch and a
+/// worker resumes inside batches).
 pub fn producer(bootstrap: &str) -> FutureProducer {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "0")
-        .set("batch.num.messages", "1")
+        .set("linger.ms", "5")
         .create()
         .expect("producer")
 }
@@ -136,6 +168,8 @@ pub struct Received {
     pub headers: HashMap<String, String>,
     pub partition: i32,
     pub offset: i64,
+    /// The producer's timestamp (Unix ms).
+    pub timestamp: Option<i64>,
 }
 
 /// Reads a topic from the beginning.
@@ -178,6 +212,7 @@ impl Reader {
                     headers,
                     partition: m.partition(),
                     offset: m.offset(),
+                    timestamp: m.timestamp().to_millis(),
                 });
             }
         }
@@ -195,6 +230,7 @@ impl Reader {
                 headers: HashMap::new(),
                 partition: m.partition(),
                 offset: m.offset(),
+                timestamp: m.timestamp().to_millis(),
             });
         }
         &self.seen

@@ -182,5 +182,6 @@ pub async fn engine(url: &str) -> (Engine, Clock) {
     (e, clock)
 }
 pub mod kafka;
+pub mod orders;
 pub mod stack;
 pub mod worker;

@@ -1,9 +1,11 @@
 //! Redis + a Kafka broker for end-to-end tests. In order of preference:
 //! REDIS_URL / KAFKA_BOOTSTRAP from the environment; with the
 //! `testcontainers` feature and a Docker engine, Redis and Apache Kafka
-//! (KRaft) containers; else local redis-server and Tansu processes.
+//! (KRaft) containers; else a local redis-server per test and the Apache
+//! Kafka node the test binary shares (or, for tests that restart it, one
+//! of the test's own).
 
-use super::kafka::Broker;
+use super::kafka::OwnBroker;
 use super::RedisServer;
 
 pub struct Stack {
@@ -11,7 +13,8 @@ pub struct Stack {
     pub bootstrap: String,
     /// Local processes, when those are used (tests that restart them need these).
     pub redis: Option<RedisServer>,
-    pub broker: Option<Broker>,
+    /// The test's own broker (`start_with(true)`); None on the shared one.
+    pub broker: Option<OwnBroker>,
     #[cfg(feature = "testcontainers")]
     _containers: Option<containers::Containers>,
 }
@@ -21,7 +24,7 @@ impl Stack {
         Stack::start_with(false).await
     }
 
-    /// `durable`: Tansu with sqlite storage and Redis with AOF, both
+    /// `durable`: a broker of the test's own and Redis with AOF, both
     /// restartable with their data.
     pub async fn start_with(durable: bool) -> Stack {
         let _ = tracing_subscriber::fmt()
@@ -35,12 +38,12 @@ impl Stack {
             }
         }
         let redis = if durable { RedisServer::start_durable() } else { RedisServer::start() };
-        let broker = if durable { Broker::start_durable() } else { Broker::start() };
+        let broker = durable.then(OwnBroker::start);
         Stack {
             redis_url: redis.url.clone(),
-            bootstrap: broker.bootstrap.clone(),
+            bootstrap: broker.as_ref().map_or_else(|| super::kafka::shared().to_string(), |b| b.bootstrap.clone()),
             redis: Some(redis),
-            broker: Some(broker),
+            broker,
             #[cfg(feature = "testcontainers")]
             _containers: None,
         }

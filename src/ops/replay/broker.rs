@@ -12,9 +12,9 @@ use super::{format_time, oldest_before, plan_partition, resolve_topic, ReplayArg
 use crate::config::Config;
 use crate::kafka::{client_config, Role};
 
-/// Bound of every broker request (Tansu's ListOffsets can take seconds).
+/// Bound of every broker request.
 const REQUEST: Duration = Duration::from_secs(30);
-/// How long a read waits for the next message the watermarks promise.
+/// How long a read waits for a message the watermarks promise.
 const READ: Duration = Duration::from_secs(15);
 
 pub(super) fn replay_blocking(cfg: &Config, args: &ReplayArgs) -> Result<ReplayPlan, ReplayError> {
@@ -35,12 +35,12 @@ pub(super) fn replay_blocking(cfg: &Config, args: &ReplayArgs) -> Result<ReplayP
         let (low, high) = group.fetch_watermarks(&topic, p, REQUEST).map_err(k.err(format!("reading the watermarks of {topic}/{p}")))?;
         let target = match from {
             ReplayFrom::Beginning => low,
-            ReplayFrom::Time(t) => offset_for_time(&group, &reader, cfg, p, t, low, high)?,
+            ReplayFrom::Time(t) => offset_for_time(&group, cfg, &topic, p, t, low, high)?,
         };
         let mut pp = plan_partition(p, low, high, c, target);
         if let Some(n) = pp.new_offset.filter(|_| pp.to_reread() > 0) {
             // Only a hint for the retention check: a miss leaves it unknown.
-            pp.first_timestamp = reader.first_matching(p, n, high, |_| true).ok().flatten().and_then(|(_, ts)| ts);
+            pp.first_timestamp = reader.first_timestamp(p, n, high).ok().flatten();
         }
         plan.partitions.push(pp);
     }
@@ -143,39 +143,25 @@ fn committed(c: &BaseConsumer, cfg: &Config, topic: &str, partitions: &[i32]) ->
         .collect()
 }
 
-/// The first offset of a message at or after `t` (Unix ms); the high
-/// watermark when there is none.
-///
-/// ListOffsets by time answers that on Kafka (-1, "the end", when no
-/// message is that new). Tansu 0.6.0 answers offset 0 then, and compares
-/// the time at which it stored each batch, not the records' timestamps.
-/// So an answer at the low watermark is checked against the first
-/// message's timestamp, and when that is older the partition is read from
-/// the start up to the first message at or after `t`.
-fn offset_for_time(c: &BaseConsumer, reader: &Reader, cfg: &Config, p: i32, t: i64, low: i64, high: i64) -> Result<i64, ReplayError> {
+/// The first offset of a message at or after `t` (Unix ms), by the
+/// broker's time index (ListOffsets by timestamp); the high watermark when
+/// no message is that new (Kafka answers -1 then).
+fn offset_for_time(c: &BaseConsumer, cfg: &Config, topic: &str, p: i32, t: i64, low: i64, high: i64) -> Result<i64, ReplayError> {
     if low >= high {
         return Ok(high);
     }
-    let topic = &reader.topic;
+    let what = || format!("looking up the offset of {} on {topic}/{p}", format_time(t));
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, p, Offset::Offset(t)).expect("a fresh list takes any offset");
-    let got = c.offsets_for_times(tpl, REQUEST).map_err(Kafka(cfg).err(format!("looking up the offset of {} on {topic}/{p}", format_time(t))))?;
+    let got = c.offsets_for_times(tpl, REQUEST).map_err(Kafka(cfg).err(what()))?;
     let e = got.find_partition(topic, p);
     if let Some(Err(source)) = e.as_ref().map(|e| e.error()) {
-        return Err(Kafka(cfg).err(format!("looking up the offset of {} on {topic}/{p}", format_time(t)))(source));
+        return Err(Kafka(cfg).err(what())(source));
     }
-    let answer = match e.map(|e| e.offset()) {
-        Some(Offset::Offset(o)) if o >= 0 => o,
-        _ => return Ok(high),
-    };
-    if answer > low {
-        return Ok(answer.min(high));
-    }
-    let at_or_after = |ts: Option<i64>| ts.is_some_and(|ts| ts >= t);
-    match reader.first_matching(p, low, high, |_| true)? {
-        Some((o, ts)) if at_or_after(ts) => Ok(o),
-        _ => Ok(reader.first_matching(p, low, high, at_or_after)?.map_or(high, |(o, _)| o)),
-    }
+    Ok(match e.map(|e| e.offset()) {
+        Some(Offset::Offset(o)) if o >= 0 => o.clamp(low, high),
+        _ => high,
+    })
 }
 
 /// Reads messages of one topic from given offsets, outside any group.
@@ -196,37 +182,23 @@ impl<'a> Reader<'a> {
         Ok(Reader { consumer, topic: topic.into(), cfg })
     }
 
-    /// The first message from `start` (below `high`) whose timestamp
-    /// satisfies `want`: its offset and timestamp; None if none does.
-    fn first_matching(&self, p: i32, start: i64, high: i64, want: impl Fn(Option<i64>) -> bool) -> Result<Option<(i64, Option<i64>)>, ReplayError> {
+    /// The timestamp of the message at `start` (the first one after it
+    /// where compaction removed that one), below `high`; None if none.
+    fn first_timestamp(&self, p: i32, start: i64, high: i64) -> Result<Option<i64>, ReplayError> {
         if start >= high {
             return Ok(None);
         }
         let topic = self.topic.as_str();
-        let read_err = |offset| ReplayError::Read { topic: topic.into(), partition: p, offset, secs: READ.as_secs() };
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, p, Offset::Offset(start)).expect("a fresh list takes any offset");
         self.consumer.assign(&tpl).map_err(Kafka(self.cfg).err(format!("reading {topic}/{p}")))?;
-        let mut next = start;
-        let mut last = Instant::now();
+        let started = Instant::now();
         let found = loop {
             match self.consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) if m.topic() == topic && m.partition() == p && m.offset() >= start => {
-                    last = Instant::now();
-                    next = m.offset() + 1;
-                    let ts = m.timestamp().to_millis();
-                    if want(ts) {
-                        break Some((m.offset(), ts));
-                    }
-                    if next >= high {
-                        break None;
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(KafkaError::PartitionEOF(q))) if q == p => break None,
-                Some(Err(KafkaError::PartitionEOF(_))) => {}
-                Some(Err(e)) => return Err(Kafka(self.cfg).err(format!("reading {topic}/{p} at offset {next}"))(e)),
-                None if last.elapsed() > READ => return Err(read_err(next)),
+                Some(Ok(m)) if m.topic() == topic && m.partition() == p && m.offset() >= start => break m.timestamp().to_millis(),
+                Some(Ok(_)) | Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => return Err(Kafka(self.cfg).err(format!("reading {topic}/{p} at offset {start}"))(e)),
+                None if started.elapsed() > READ => return Err(ReplayError::Read { topic: topic.into(), partition: p, offset: start, secs: READ.as_secs() }),
                 None => {}
             }
         };

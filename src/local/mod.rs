@@ -1,6 +1,12 @@
 //! A local stack as child processes on free loopback ports: `redis-server`,
-//! the Tansu broker and `reservoir run` workers. Used by `reservoir bench`;
-//! every child is killed when its handle is dropped.
+//! Apache Kafka ([`kafka`]: one KRaft node or a quorum of three) and
+//! `reservoir run` workers. Used by `reservoir bench`, `reservoir soak`,
+//! `reservoir local` (the demo) and the tests; every child is stopped when
+//! its handle is dropped.
+
+pub mod kafka;
+
+pub use kafka::{Kafka, KafkaSettings};
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -15,8 +21,22 @@ pub enum LocalError {
     Spawn { program: String, source: std::io::Error },
     #[error("{what} did not listen on 127.0.0.1:{port} within {secs} s; see {log}")]
     NotListening { what: String, port: u16, secs: u64, log: String },
+    #[error("Apache Kafka's jars are not in {libs}: run scripts/deps.sh (it resolves them with Maven once), or set RESERVOIR_KAFKA_LIBS to a folder holding them, or pass the address of a running broker")]
+    NoKafka { libs: String },
+    #[error("formatting the Kafka storage in {dir} failed: {output}")]
+    Format { dir: String, output: String },
+    #[error("{what}: {why}; see {log}")]
+    NotReady { what: String, why: String, log: String },
+    #[error("{what} exited during start-up ({status}); see {log}")]
+    Exited { what: String, status: String, log: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Sends `sig` to a child.
+pub fn signal(p: &Proc, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid has no memory effects.
+    unsafe { libc::kill(p.pid() as i32, sig) };
 }
 
 pub fn free_port() -> std::io::Result<u16> {
@@ -41,9 +61,24 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(mut cmd: Command, program: &str, log: PathBuf) -> Result<Proc, LocalError> {
+    /// `die_with_parent`: the kernel kills the child when the thread that
+    /// spawned it ends (tests spawn shared servers from a thread that lives
+    /// as long as the process, so nothing outlives a test binary).
+    fn spawn(mut cmd: Command, program: &str, log: PathBuf, die_with_parent: bool) -> Result<Proc, LocalError> {
         // Appended to, so a restarted server keeps the history before it.
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        if die_with_parent {
+            use std::os::unix::process::CommandExt as _;
+            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let child = cmd
             .stdout(Stdio::from(out.try_clone()?))
             .stderr(Stdio::from(out))
@@ -58,8 +93,7 @@ impl Proc {
 
     /// SIGTERM, then waits up to `timeout` before killing.
     pub fn terminate(&mut self, timeout: Duration) {
-        // SAFETY: kill(2) on our own child's pid has no memory effects.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        signal(self, libc::SIGTERM);
         let start = Instant::now();
         while start.elapsed() < timeout {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -79,9 +113,10 @@ impl Drop for Proc {
     }
 }
 
-/// `redis-server` with AOF (`appendfsync everysec`) in `dir`.
+/// `redis-server` with AOF (`appendfsync always`: an effect whose offset
+/// is committed is on disk) in `dir`.
 pub fn redis(dir: &Path) -> Result<(Proc, String), LocalError> {
-    redis_at(dir, free_port()?, "everysec")
+    redis_at(dir, free_port()?, "always")
 }
 
 /// `redis-server` on `port` with AOF (`appendfsync` = `fsync`) in `dir`:
@@ -91,27 +126,58 @@ pub fn redis_at(dir: &Path, port: u16, fsync: &str) -> Result<(Proc, String), Lo
     cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", fsync])
         .arg("--dir")
         .arg(dir);
-    let p = Proc::spawn(cmd, "redis-server", dir.join(format!("redis-{port}.log")))?;
+    let p = Proc::spawn(cmd, "redis-server", dir.join(format!("redis-{port}.log")), false)?;
     wait_listening("redis-server", port, &p.log, Duration::from_secs(30))?;
     Ok((p, format!("redis://127.0.0.1:{port}")))
 }
 
-/// Tansu with in-memory storage.
-pub fn tansu(dir: &Path) -> Result<(Proc, String), LocalError> {
-    tansu_at(dir, free_port()?, "memory://tansu/")
+
+/// `reservoir local`: Redis and one Kafka node for development and the demo.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LocalArgs {
+    /// Port of Redis.
+    #[arg(long, default_value_t = 6379)]
+    pub redis_port: u16,
+    /// Port of Kafka's client listener.
+    #[arg(long, default_value_t = 9092)]
+    pub kafka_port: u16,
+    /// Port of Kafka's controller listener.
+    #[arg(long, default_value_t = 9093)]
+    pub kafka_controller_port: u16,
+    /// Where data and logs go (Redis AOF, Kafka's log dirs, server.log).
+    #[arg(long, default_value = "target/local")]
+    pub dir: PathBuf,
 }
 
-/// Tansu on `port` with `storage` (`memory://tansu/`, or `sqlite://FILE`
-/// relative to `dir`, which keeps its data across restarts).
-pub fn tansu_at(dir: &Path, port: u16, storage: &str) -> Result<(Proc, String), LocalError> {
-    let url = format!("tcp://127.0.0.1:{port}");
-    let mut cmd = Command::new("tansu");
-    cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", storage])
-        .current_dir(dir)
-        .env("RUST_LOG", "warn");
-    let p = Proc::spawn(cmd, "tansu", dir.join(format!("tansu-{port}.log")))?;
-    wait_listening("tansu", port, &p.log, Duration::from_secs(30))?;
-    Ok((p, format!("127.0.0.1:{port}")))
+/// What `reservoir local` started (None where a server already listened).
+pub struct LocalStack {
+    pub redis: Option<Proc>,
+    pub kafka: Option<Kafka>,
+    pub redis_url: String,
+    pub bootstrap: String,
+}
+
+fn listening(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+impl LocalStack {
+    pub fn start(args: &LocalArgs) -> Result<LocalStack, LocalError> {
+        std::fs::create_dir_all(&args.dir)?;
+        let redis = if listening(args.redis_port) {
+            tracing::info!(port = args.redis_port, "something listens on the Redis port already; using it");
+            None
+        } else {
+            Some(redis_at(&args.dir, args.redis_port, "always")?.0)
+        };
+        let kafka = if listening(args.kafka_port) {
+            tracing::info!(port = args.kafka_port, "something listens on the Kafka port already; using it");
+            None
+        } else {
+            Some(Kafka::start(&args.dir.join("kafka"), 1, Some((args.kafka_port, args.kafka_controller_port)), KafkaSettings::default())?)
+        };
+        Ok(LocalStack { redis, kafka, redis_url: format!("redis://127.0.0.1:{}", args.redis_port), bootstrap: format!("127.0.0.1:{}", args.kafka_port) })
+    }
 }
 
 /// The command line of `reservoir run` (binary `exe`) with every setting of
@@ -165,7 +231,7 @@ pub fn worker(cfg: &Config, dir: &Path, name: &str) -> Result<Proc, LocalError> 
     let exe = std::env::current_exe()?;
     let mut cmd = run_command(&exe, cfg);
     cmd.env("RUST_LOG", std::env::var("RESERVOIR_WORKER_LOG").unwrap_or_else(|_| "info".into()));
-    Proc::spawn(cmd, &exe.display().to_string(), dir.join(format!("{name}.log")))
+    Proc::spawn(cmd, &exe.display().to_string(), dir.join(format!("{name}.log")), false)
 }
 
 #[cfg(test)]

@@ -146,7 +146,9 @@ pub fn updates<'a>(
             AvailabilityUpdate {
                 channel: name.to_string(),
                 sku: change.sku.clone(),
-                changed: change.repeat || before.key() != after.key(),
+                // A sku new to a channel was absent for its subscribers, whatever
+                // its (status, available): a first level there is a change.
+                changed: change.repeat || before.key() != after.key() || !stocked_in(&change.before, locs),
                 availability: after,
                 version: change.after.version,
             }
@@ -172,4 +174,27 @@ pub fn current<'a>(sku: &str, state: &SkuState, channels: impl IntoIterator<Item
             changed: true,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::item::{ItemConfig, Level, Tracking};
+    use crate::qty::Qty;
+
+    #[test]
+    fn a_first_level_in_a_channel_is_a_change_even_with_the_same_status() {
+        let locs = vec!["L".to_string()];
+        let before = SkuState { exists: true, config: ItemConfig { tracking: Tracking::None, ..Default::default() }, version: 1, ..Default::default() };
+        let mut after = before.clone();
+        after.levels.insert("L".into(), Level { on_hand: Qty::ZERO, reserved: Qty::ZERO, in_stock: true });
+        after.version = 2;
+        let change = SkuChange { sku: "S".into(), before, after: after.clone(), repeat: false };
+        let ups = updates(&change, [("ch", locs.as_slice())]);
+        assert_eq!(ups.len(), 1);
+        assert!(ups[0].changed, "{ups:?}");
+        // The same level set again: stocked before and after, nothing moved.
+        let again = SkuChange { sku: "S".into(), before: after.clone(), after, repeat: false };
+        assert!(!updates(&again, [("ch", locs.as_slice())])[0].changed);
+    }
 }

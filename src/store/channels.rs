@@ -1,9 +1,13 @@
-//! The channel list, cached for a short while: every worker reads it on
-//! each call that computes availability, and it changes rarely.
+//! The channel list, read again only when it changed: every call that
+//! computes availability first reads the channel generation (one GET,
+//! after the call's sku scripts ran), and reloads the lists when the
+//! generation moved. So every worker computes availability from the list
+//! in force: a change applied before that GET is seen, and a sku stocked
+//! after a change's recompute read the skus of its locations is seen by
+//! the change or sees it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use tokio::sync::RwLock;
 
@@ -11,28 +15,31 @@ use super::{keys, Conn, StoreError};
 
 type Channels = Arc<BTreeMap<String, Vec<String>>>;
 
+#[derive(Default)]
 pub struct ChannelCache {
-    ttl: Duration,
-    cached: RwLock<Option<(Instant, Channels)>>,
+    cached: RwLock<Option<(String, Channels)>>,
 }
 
 impl ChannelCache {
-    pub fn new(ttl: Duration) -> ChannelCache {
-        ChannelCache { ttl, cached: RwLock::new(None) }
-    }
-
-    pub async fn get(&self, conn: &mut Conn, force: bool) -> Result<Channels, StoreError> {
-        if !force {
-            if let Some((at, c)) = self.cached.read().await.as_ref() {
-                if at.elapsed() < self.ttl {
-                    return Ok(c.clone());
-                }
+    pub async fn get(&self, conn: &mut Conn) -> Result<Channels, StoreError> {
+        let generation = generation(conn).await?;
+        if let Some((g, c)) = self.cached.read().await.as_ref() {
+            if *g == generation {
+                return Ok(c.clone());
             }
         }
+        // Read after the generation: the lists are at least that new. A
+        // slower load that began earlier may overwrite this one; the next
+        // call then sees another generation and loads again.
         let fresh = Arc::new(load(conn).await?);
-        *self.cached.write().await = Some((Instant::now(), fresh.clone()));
+        *self.cached.write().await = Some((generation, fresh.clone()));
         Ok(fresh)
     }
+}
+
+async fn generation(conn: &mut Conn) -> Result<String, StoreError> {
+    let g: Option<String> = redis::cmd("GET").arg(keys::CHANNEL_GENERATION).query_async(conn).await?;
+    Ok(g.unwrap_or_default())
 }
 
 pub async fn load(conn: &mut Conn) -> Result<BTreeMap<String, Vec<String>>, StoreError> {

@@ -89,6 +89,10 @@ pub fn channel_event(event_id: &str) -> String {
 /// The set of all channel names.
 pub const CHANNELS: &str = "rv:ch:{ch}";
 
+/// A new random token at every channel change: a worker whose channel list
+/// was read at another generation reads it again before computing availability.
+pub const CHANNEL_GENERATION: &str = "rv:ch:{ch}:gen";
+
 /// Skus with a level at a location, so a channel change can find them.
 pub fn location_skus(location: &str) -> String {
     format!("rv:loc:{location}")

@@ -96,8 +96,6 @@ pub struct EngineConfig {
     pub order_retention: Duration,
     /// Hold time of a `cart.line.held` without `expires_at`.
     pub hold_time: Duration,
-    /// How stale the cached channel list may get when another worker changes it.
-    pub channel_refresh: Duration,
 }
 
 impl Default for EngineConfig {
@@ -106,7 +104,6 @@ impl Default for EngineConfig {
             idempotency_retention: Duration::from_secs(7 * 24 * 3600),
             order_retention: Duration::from_secs(30 * 24 * 3600),
             hold_time: Duration::from_secs(15 * 60),
-            channel_refresh: Duration::from_secs(1),
         }
     }
 }
@@ -207,7 +204,7 @@ impl Engine {
         let engine = Engine {
             conn,
             scripts: Arc::new(Scripts::new()),
-            channels: Arc::new(ChannelCache::new(cfg.channel_refresh)),
+            channels: Arc::new(ChannelCache::default()),
             cfg: Arc::new(cfg),
             clock,
         };
@@ -268,7 +265,7 @@ impl Engine {
 
     /// The channels as this engine sees them: name -> locations.
     pub async fn channels(&self) -> Result<Arc<BTreeMap<String, Vec<String>>>, StoreError> {
-        self.channels.get(&mut self.conn.clone(), false).await
+        self.channels.get(&mut self.conn.clone()).await
     }
 
     /// Builds the effect: availability per channel for every sku moved.

@@ -44,14 +44,18 @@ impl Engine {
         let v = self
             .scripts
             .channel_set
-            .call(&mut conn, &[&keys::channel(channel), keys::CHANNELS, &keys::channel_event(event_id)], &[channel, &json, &self.idem_ttl()])
+            .call(&mut conn, &[&keys::channel(channel), keys::CHANNELS, &keys::channel_event(event_id), keys::CHANNEL_GENERATION], &[channel, &json, &self.idem_ttl(), &uuid::Uuid::new_v4().simple().to_string()])
             .await?;
         let f = reply::strings(&v).ok_or_else(|| StoreError::Reply("channel_set: unexpected reply".into()))?;
-        let [code, before] = f.as_slice() else { return Err(StoreError::Reply("channel_set: short reply".into())) };
-        let old: Vec<String> = if before.is_empty() { Vec::new() } else { serde_json::from_str(before).unwrap_or_default() };
-        let first = code == "new";
-        let new = if first { locations.to_vec() } else { old.clone() };
-        self.channels.get(&mut conn, true).await?;
+        let [_, before, now] = f.as_slice() else { return Err(StoreError::Reply("channel_set: short reply".into())) };
+        let list = |json: &str| -> Result<Vec<String>, StoreError> {
+            if json.is_empty() {
+                return Ok(Vec::new());
+            }
+            serde_json::from_str(json).map_err(|e| StoreError::Reply(format!("channel {channel:?} has unreadable locations {json:?}: {e}")))
+        };
+        // On a redelivery, `before` is what the first delivery replaced.
+        let (old, new) = (list(before)?, list(now)?);
 
         let mut skus = BTreeSet::new();
         for loc in old.iter().chain(new.iter()) {
@@ -72,8 +76,7 @@ impl Engine {
                 let k = SkuKeys::new(&sku);
                 let now = self.now().to_string();
                 let ttl = self.idem_ttl();
-                let again = if first { "0" } else { "1" };
-                let v = self.scripts.touch.call(&mut self.conn.clone(), &[&k.inv, &k.holds, &k.hexp, &k.event(event_id)], &[&now, &ttl, again]).await?;
+                let v = self.scripts.touch.call(&mut self.conn.clone(), &[&k.inv, &k.holds, &k.hexp, &k.event(event_id)], &[&now, &ttl]).await?;
                 Ok::<_, StoreError>((sku, Reply::sku("touch", v)?))
             })
             .buffer_unordered(FAN_OUT)

@@ -159,6 +159,20 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         tokio::select! {
             biased;
             _ = &mut shutdown => break Ok(()),
+            // Before messages: under a backlog a batch is always ready, and
+            // expired holds must still be released within a sweep interval.
+            _ = sweep.tick() => {
+                let swept = tokio::select! {
+                    r = processor.sweep(&stop) => r,
+                    never = stop_on(shutdown.as_mut(), &stop_tx) => match never {},
+                };
+                if let Err(e) = swept {
+                    tracing::warn!(error = %e, "hold sweep failed; retrying at the next tick");
+                }
+                if *stop.borrow() {
+                    break Ok(());
+                }
+            }
             batch = messages.next() => {
                 let Some(batch) = batch else { break Ok(()) };
                 let mut owned = Vec::with_capacity(batch.len());
@@ -168,13 +182,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                         Err(e) => tracing::warn!(error = %e, "Kafka consumer error; librdkafka retries by itself"),
                     }
                 }
-                // Shutdown while a batch waits for Redis or Kafka: give up the
-                // batch without storing offsets; it is redelivered.
-                let stopping = async {
-                    (&mut shutdown).await;
-                    let _ = stop_tx.send(true);
-                    std::future::pending::<()>().await
-                };
                 if cfg.sabotage == Some(Sabotage::OffsetsBeforeEffect) {
                     let _ = consumer.store_offsets(&batch::next_offsets(&owned));
                     let _ = consumer.commit_consumer_state(CommitMode::Async);
@@ -182,7 +189,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                 let span = batch_span(&owned);
                 let done = tokio::select! {
                     r = processor.process(&owned, &stop).instrument(span) => r,
-                    _ = stopping => unreachable!(),
+                    // Shutdown while a batch waits for Redis or Kafka: give up
+                    // the batch without storing offsets; it is redelivered.
+                    never = stop_on(shutdown.as_mut(), &stop_tx) => match never {},
                 };
                 match done {
                     Ok(offsets) => {
@@ -195,11 +204,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                 }
                 if *stop.borrow() {
                     break Ok(());
-                }
-            }
-            _ = sweep.tick() => {
-                if let Err(e) = processor.sweep(&stop).await {
-                    tracing::warn!(error = %e, "hold sweep failed; retrying at the next tick");
                 }
             }
         }
@@ -220,4 +224,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         tracing::warn!("Kafka did not answer the final flush and commit within 20 s; exiting anyway (uncommitted events are redelivered and applied once)");
     }
     result
+}
+
+/// Completes never: once `shutdown` completes it tells the batch or sweep in
+/// progress to stop (through `stop_tx`), which then returns by itself.
+async fn stop_on<F: Future<Output = ()>>(shutdown: std::pin::Pin<&mut F>, stop_tx: &watch::Sender<bool>) -> std::convert::Infallible {
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    std::future::pending().await
 }

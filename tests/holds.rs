@@ -1,0 +1,87 @@
+//! Hold expiry under a backlog: the contract publishes an expired hold's
+//! release within a few seconds, also while batches keep coming.
+
+mod support;
+
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use rdkafka::producer::FutureRecord;
+use serde_json::json;
+use support::kafka::{config, producer, send, Reader};
+use support::stack::Stack;
+use support::uid;
+use support::worker::{event, InProcess};
+
+const T: Duration = Duration::from_secs(120);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// A hold that expires while the worker is working off a backlog (it was
+/// stopped while the backlog was produced, and restarts just before the
+/// hold expires): the release is published within seconds, before the
+/// backlog is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_hold_is_released_and_published_while_a_backlog_is_applied() {
+    let stack = Stack::start().await;
+    let mut cfg = config(&stack.bootstrap, &stack.redis_url, 6).await;
+    // The consumer's other events (statistics, commit results) give the
+    // loop an idle moment now and then; without them only the loop's own
+    // order makes room for the sweep.
+    cfg.kafka_consumer_options.insert("statistics.interval.ms".into(), "0".into());
+    cfg.kafka_consumer_options.insert("auto.commit.interval.ms".into(), "60000".into());
+    let worker = InProcess::start(cfg.clone());
+    let p = producer(&stack.bootstrap);
+    let t = &cfg.topics;
+    let u = uid();
+    let (ch, loc, hot) = (format!("ch-{u}"), format!("L-{u}"), format!("H-{u}"));
+    send(&p, &t.stock, &ch, &event(&format!("c-{u}"), "inventory.channel.configured", json!({"channel": ch, "locations": [loc]}))).await;
+    send(&p, &t.stock, &hot, &event(&format!("h-{u}"), "inventory.level.set", json!({"sku": hot, "location": loc, "on_hand": 10}))).await;
+    let key = format!("{ch}/{hot}");
+    let mut avail = Reader::new(&stack.bootstrap, &t.availability);
+    avail.until(T, "the hot sku's availability", |s| s.iter().any(|r| r.key == key)).await;
+
+    let expires = now_ms() + 30_000;
+    let expires_at = time::OffsetDateTime::from_unix_timestamp_nanos(expires as i128 * 1_000_000).unwrap().format(&time::format_description::well_known::Rfc3339).unwrap();
+    send(&p, &t.carts, "cart-1", &event(&format!("hold-{u}"), "cart.line.held", json!({"cart_id": "cart-1", "channel": ch, "sku": hot, "quantity": 4, "expires_at": expires_at}))).await;
+    avail.until(T, "the hold's availability", |s| s.iter().any(|r| r.key == key && r.value["data"]["available"] == json!(6))).await;
+    worker.stop().await;
+
+    let backlog = 150_000;
+    let mut pending = FuturesUnordered::new();
+    let p = &p;
+    for i in 0..backlog {
+        let sku = format!("B{}-{u}", i % 3000);
+        let v = event(&format!("b{i}-{u}"), "inventory.level.set", json!({"sku": sku, "location": loc, "on_hand": i % 7 + 1}));
+        pending.push(async move {
+            let rec = FutureRecord::to(&t.stock).key(&sku).payload(&v);
+            p.send(rec, Duration::from_secs(60)).await.expect("delivered");
+        });
+        if pending.len() >= 1000 {
+            pending.next().await;
+        }
+    }
+    while pending.next().await.is_some() {}
+    let last = format!("{ch}/B{}-{u}", (backlog - 1) % 3000);
+    let last_value = json!((backlog - 1) % 7 + 1);
+    assert!(now_ms() < expires - 1000, "producing the backlog took too long for this test; its hold expired meanwhile");
+    // Back a second before the hold expires, with the whole backlog to apply.
+    tokio::time::sleep(Duration::from_millis((expires - 1000 - now_ms()) as u64)).await;
+    let worker = InProcess::start(cfg.clone());
+
+    let released = |r: &support::kafka::Received| r.key == key && r.value["data"]["caused_by"] == "reservoir.hold-expiry";
+    let seen = avail.until(T, "the expired hold's release", |s| s.iter().any(released)).await.to_vec();
+    let release = seen.iter().find(|r| released(r)).unwrap();
+    assert_eq!(release.value["data"]["available"], json!(10), "{}", release.value);
+    let at = release.timestamp.unwrap();
+    let backlog_done = seen.iter().find(|r| r.key == last && r.value["data"]["available"] == last_value).and_then(|r| r.timestamp);
+    eprintln!("release {} ms after expiry; backlog done {:?} ms after expiry", at - expires, backlog_done.map(|d| d - expires));
+    if let Some(d) = backlog_done {
+        assert!(d > expires, "the backlog was applied {} ms before the hold expired: too small to show anything on this machine", expires - d);
+        assert!(at < d, "the release was published only after the backlog (at {at}, the backlog's last at {d})");
+    }
+    assert!(at - expires < 5000, "the release was published {} ms after the hold expired", at - expires);
+    worker.stop().await;
+}

@@ -3,6 +3,7 @@
 //! effects are durable) and `reservoir soak` (caught up after a fault).
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -28,22 +29,41 @@ pub enum ProgressError {
 /// The group's committed offsets against the input topics' ends. Blocking
 /// calls (librdkafka); async callers use [`GroupProgress::wait_caught_up`].
 pub struct GroupProgress {
-    consumer: BaseConsumer,
+    cfg: Config,
+    /// Replaced after an error: a client that never subscribes keeps the
+    /// partition leaders it saw, so after a leader moved it answered
+    /// "Unknown partition" for minutes (measured in the soak).
+    consumer: Mutex<BaseConsumer>,
     partitions: Vec<(String, i32)>,
+}
+
+/// Reads the group's offsets only: it never joins, so never rebalances the workers.
+fn reader(cfg: &Config) -> Result<BaseConsumer, KafkaError> {
+    client_config(cfg, Role::Consumer, &[("group.id", &cfg.group_id), ("enable.auto.commit", "false")]).create()
 }
 
 impl GroupProgress {
     /// Every partition of every input topic, as the broker knows them now.
     pub fn new(cfg: &Config) -> Result<GroupProgress, ProgressError> {
-        // Reads the group's offsets only: it never joins, so never rebalances the workers.
-        let consumer: BaseConsumer = client_config(cfg, Role::Consumer, &[("group.id", &cfg.group_id), ("enable.auto.commit", "false")]).create()?;
+        let consumer = reader(cfg)?;
         let md = consumer.fetch_metadata(None, Duration::from_secs(30))?;
         let mut partitions = Vec::new();
         for topic in cfg.topics.inputs() {
             let found = super::partitions_in(&md, topic).ok_or_else(|| ProgressError::NoTopic(topic.to_string()))?;
             partitions.extend(found.into_iter().map(|p| (topic.to_string(), p)));
         }
-        Ok(GroupProgress { consumer, partitions })
+        Ok(GroupProgress { cfg: cfg.clone(), consumer: Mutex::new(consumer), partitions })
+    }
+
+    fn consumer(&self) -> std::sync::MutexGuard<'_, BaseConsumer> {
+        self.consumer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new client, after one failed (it learns the leaders anew).
+    fn renew(&self) {
+        if let Ok(c) = reader(&self.cfg) {
+            *self.consumer() = c;
+        }
     }
 
     /// The group's committed offset per partition (0 where none yet).
@@ -52,7 +72,8 @@ impl GroupProgress {
         for (t, p) in &self.partitions {
             tpl.add_partition(t, *p);
         }
-        let got = self.consumer.committed_offsets(tpl, REQUEST)?;
+        let got = self.consumer().committed_offsets(tpl, REQUEST);
+        let got = got.inspect_err(|_| self.renew())?;
         Ok(self
             .partitions
             .iter()
@@ -75,7 +96,11 @@ impl GroupProgress {
 
     /// The end (high watermark) of every partition.
     pub fn ends(&self) -> Result<Vec<i64>, KafkaError> {
-        self.partitions.iter().map(|(t, p)| self.consumer.fetch_watermarks(t, *p, REQUEST).map(|w| w.1)).collect()
+        let ends: Result<Vec<i64>, KafkaError> = {
+            let c = self.consumer();
+            self.partitions.iter().map(|(t, p)| c.fetch_watermarks(t, *p, REQUEST).map(|w| w.1)).collect()
+        };
+        ends.inspect_err(|_| self.renew())
     }
 
     /// Waits until the group has committed everything produced up to the

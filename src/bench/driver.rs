@@ -366,7 +366,7 @@ pub(super) async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             // Each run's own data folder: an old AOF would be loaded first.
             let data = dir.join(format!("redis-{run_id}"));
             std::fs::create_dir_all(&data)?;
-            local::redis(&data).map(|(p, u)| (Some(p), u))?
+            local::redis_at(&data, local::free_port()?, &args.appendfsync).map(|(p, u)| (Some(p), u))?
         }
     };
     let (broker_proc, kafka) = match &args.kafka {
@@ -500,6 +500,8 @@ pub(super) async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             batch_size: b.cfg.batch_size,
             kafka: b.cfg.kafka_bootstrap.clone(),
             redis: b.cfg.redis_url.clone(),
+            broker: if args.kafka.is_some() { "given".into() } else { format!("Apache Kafka {}, local", local::kafka::KAFKA_VERSION) },
+            appendfsync: if args.redis.is_some() { "given".into() } else { args.appendfsync.clone() },
         },
     })
 }

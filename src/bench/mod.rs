@@ -22,9 +22,13 @@ pub struct BenchArgs {
     /// Kafka bootstrap servers; default: start a local Apache Kafka (one KRaft node).
     #[arg(long)]
     pub kafka: Option<String>,
-    /// Redis URL; default: start a local redis-server (AOF, fsync every second).
+    /// Redis URL; default: start a local redis-server (AOF, `--appendfsync`).
     #[arg(long)]
     pub redis: Option<String>,
+    /// `appendfsync` of the local redis-server: `always` (what the worker's
+    /// guarantees assume) or `everysec` (to see what `always` costs).
+    #[arg(long, default_value = "always", value_parser = ["always", "everysec"])]
+    pub appendfsync: String,
     /// Skus in the catalog.
     #[arg(long, default_value_t = 100_000)]
     pub skus: u64,

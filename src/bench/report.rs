@@ -16,6 +16,10 @@ pub struct Params {
     pub batch_size: usize,
     pub kafka: String,
     pub redis: String,
+    /// The broker (`Apache Kafka 4.1.1, local`, or `given`: --kafka).
+    pub broker: String,
+    /// `appendfsync` of the local Redis (`given`: --redis).
+    pub appendfsync: String,
 }
 
 /// Latency percentiles in milliseconds over `count` answered events.
@@ -84,6 +88,7 @@ impl Report {
         let mut t = String::new();
         let mut row = |k: &str, v: String| t.push_str(&format!("{k:<52} {v}\n"));
         let p = &self.params;
+        row("broker / Redis appendfsync", format!("{} / {}", p.broker, p.appendfsync));
         row("catalog", format!("{} skus × {} locations, {} channels, {} partitions", p.skus, p.locations, p.channels, p.partitions));
         row("catalog load (level.set events/s)", format!("{:.0}", self.catalog_events_per_s));
         row("full speed: input events/s (committed)", format!("{:.0}", self.events_per_s));

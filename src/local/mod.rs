@@ -113,12 +113,6 @@ impl Drop for Proc {
     }
 }
 
-/// `redis-server` with AOF (`appendfsync always`: an effect whose offset
-/// is committed is on disk) in `dir`.
-pub fn redis(dir: &Path) -> Result<(Proc, String), LocalError> {
-    redis_at(dir, free_port()?, "always")
-}
-
 /// `redis-server` on `port` with AOF (`appendfsync` = `fsync`) in `dir`:
 /// started again with the same arguments it finds its data.
 pub fn redis_at(dir: &Path, port: u16, fsync: &str) -> Result<(Proc, String), LocalError> {

@@ -31,8 +31,10 @@
 //! - [`metrics`] and [`http`]: Prometheus metrics and the `/metrics`,
 //!   `/healthz` and `/readyz` port.
 //! - [`bench`]: `reservoir bench`, the end-to-end benchmark (seeded
-//!   workload, measurement, the Redis ceiling) and [`local`], the local
-//!   stack of child processes it starts.
+//!   workload, measurement, the Redis ceiling).
+//! - [`local`]: the local stack as child processes: `redis-server` and
+//!   Apache Kafka in KRaft mode (one node, or a 3-node quorum for the soak's
+//!   leader kills), for `reservoir local`, the bench, the soak and the tests.
 
 pub mod bench;
 pub mod config;

@@ -1,4 +1,4 @@
-//! `reservoir replay` against a real broker (Tansu by default): it refuses
+//! `reservoir replay` against a real broker (Apache Kafka by default): it refuses
 //! while a worker runs, rewinds a stopped group, the worker re-reads and
 //! nothing changes; `--from-time` picks the first message at that time;
 //! old events are refused unless forced.

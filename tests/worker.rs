@@ -1,4 +1,4 @@
-//! End to end: a real broker (Tansu by default) and a real redis-server,
+//! End to end: a real broker (Apache Kafka, one KRaft node per test binary, by default) and a real redis-server,
 //! random topics and group, the worker in-process.
 
 mod support;

@@ -2,10 +2,9 @@
 //! soak runs, feeding confirmed orders to the generator, and reads them to
 //! their end once the workers have stopped.
 //!
-//! Why while it runs: Tansu's sqlite storage answers a fetch in time that
-//! grows with everything after the fetched offset (`record_fetch.sql` sums
-//! sizes over the rest of the partition), so reading a 30-minute run's
-//! topics from the start took over 60 s a fetch. Reading at the tail is cheap.
+//! Why while it runs: the generator needs confirmed orders to ship and
+//! cancel, and reading at the tail keeps the final read short after a long
+//! run.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

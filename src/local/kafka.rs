@@ -333,7 +333,9 @@ fn java_command(node: &KafkaNode, main: &str, settings: &KafkaSettings) -> Comma
 /// `kafka-storage format` for one node, as a child to wait for.
 fn format(node: &KafkaNode, cluster_id: &str, settings: &KafkaSettings) -> Result<std::process::Child, LocalError> {
     let mut cmd = java_command(node, "kafka.tools.StorageTool", settings);
-    cmd.args(["format", "--ignore-formatted", "-t", cluster_id, "-c"]).arg(node.dir.join("server.properties"));
+    // One argument with `=`: a random id can start with `-`, which the
+    // tool's parser would otherwise take for an option (1 start in 64).
+    cmd.args(["format", "--ignore-formatted", &format!("--cluster-id={cluster_id}"), "-c"]).arg(node.dir.join("server.properties"));
     cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     cmd.spawn().map_err(|source| LocalError::Spawn { program: java().display().to_string(), source })
 }
@@ -380,5 +382,15 @@ mod tests {
         assert_eq!(p.lines().filter(|l| l.starts_with("log.segment.bytes=")).count(), 1, "an extra setting replaces the default");
         let single = server_properties(&node, "2@b", 1, &[]);
         assert!(single.lines().any(|l| l == "offsets.topic.replication.factor=1") && single.lines().any(|l| l == "min.insync.replicas=1"));
+    }
+
+    /// Needs the broker's jars (scripts/deps.sh, which scripts/test.sh runs).
+    #[test]
+    fn a_cluster_id_starting_with_a_dash_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = KafkaNode { id: 1, port: 9001, controller_port: 9002, dir: dir.path().to_path_buf(), proc: None };
+        std::fs::write(dir.path().join("server.properties"), server_properties(&node, "1@127.0.0.1:9002", 1, &[])).unwrap();
+        let out = format(&node, "-AAAAAAAAAAAAAAAAAAAAA", &KafkaSettings::default()).unwrap().wait_with_output().unwrap();
+        assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }
 }

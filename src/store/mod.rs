@@ -75,6 +75,39 @@ fn transient(e: &redis::RedisError) -> bool {
             e.retry_method(),
             Reconnect | ReconnectFromInitialConnections | RetryImmediately | WaitAndRetry | AskRedirect | MovedRedirect | RefreshSlotsAndRetry
         )
+        || refusing_writes(e.code(), &e.to_string())
+}
+
+/// Error codes of a Redis that refuses writes for a while (memory full, disk
+/// full, too few replicas, a long script, loading, a demoted master, a
+/// cluster without quorum). They say nothing about the input, so waiting
+/// them out is right; redis-rs reports most as extension errors it does not
+/// retry. A script stops at its first refused write, which Redis checks
+/// before the script has written anything, so a refused call changed nothing.
+const REFUSING_WRITES: &[&str] = &["OOM", "MISCONF", "NOREPLICAS", "BUSY", "LOADING", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN"];
+
+/// Also matches a code Redis put inside a script error's text
+/// (`ERR Error running script ...: OOM command not allowed ...`).
+fn refusing_writes(code: Option<&str>, text: &str) -> bool {
+    code.is_some_and(|c| REFUSING_WRITES.contains(&c))
+        || REFUSING_WRITES.iter().any(|c| text.split(|ch: char| !ch.is_ascii_alphanumeric()).any(|w| w == *c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refusing_writes;
+
+    #[test]
+    fn conditions_that_pass_are_told_from_bad_input() {
+        assert!(refusing_writes(Some("OOM"), "OOM command not allowed when used memory > 'maxmemory'."));
+        assert!(refusing_writes(Some("MISCONF"), "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk."));
+        assert!(refusing_writes(Some("ERR"), "ERR Error running script (call to f_1): @user_script:12: OOM command not allowed when used memory > 'maxmemory'"));
+        assert!(refusing_writes(Some("NOREPLICAS"), "NOREPLICAS Not enough good replicas to write."));
+        assert!(refusing_writes(Some("BUSY"), "BUSY Redis is busy running a script."));
+        assert!(!refusing_writes(Some("ERR"), "ERR wrong number of arguments for 'evalsha' command"));
+        assert!(!refusing_writes(Some("ERR"), "ERR user_script:3: bad quantity 'BOOM'"));
+        assert!(!refusing_writes(None, "unexpected reply"));
+    }
 }
 
 impl From<redis::RedisError> for StoreError {

@@ -34,6 +34,9 @@ pub const CONSUMER_LAG: &str = "reservoir_consumer_lag";
 pub const RETRIES: &str = "reservoir_retries_total";
 /// 1 while the worker waits for `what` (redis | kafka) to come back, else 0.
 pub const WAITING: &str = "reservoir_waiting";
+/// Outputs Kafka refused for good (too large, not authorized): a bug or a
+/// topic setting to fix; the worker stops on the first. Alert on any.
+pub const REFUSED_OUTPUTS: &str = "reservoir_refused_outputs_total";
 
 const SECONDS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 const SIZES: &[f64] = &[1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0];
@@ -74,6 +77,7 @@ pub const ALL: &[&str] = &[
     CONSUMER_LAG,
     RETRIES,
     WAITING,
+    REFUSED_OUTPUTS,
 ];
 
 #[cfg(test)]

@@ -29,6 +29,20 @@ pub enum PublishError {
     Create(#[source] KafkaError),
     #[error("shutting down before the messages were acknowledged")]
     Shutdown,
+    /// Kafka refuses this message whatever the retry: a bug (an output we
+    /// should never build) or a topic setting to fix. The worker stops
+    /// rather than loop; its offsets stay where they are.
+    #[error("Kafka refused a message for {topic} for good ({error}); it is not retried: check the topic's max.message.bytes and the producer's message.max.bytes, or report a bug")]
+    Refused { topic: String, error: KafkaError },
+}
+
+/// Errors that no retry of the same message can fix.
+fn permanent(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(MessageSizeTooLarge | InvalidMessageSize | MessageBatchTooLarge | InvalidRecord | TopicAuthorizationFailed | InvalidTopic | UnsupportedForMessageFormat)
+    )
 }
 
 pub struct Publisher {
@@ -67,6 +81,11 @@ impl Publisher {
                 };
                 match result {
                     Ok(d) => landed[*i] = (d.partition, d.offset),
+                    Err(e) if permanent(&e) => {
+                        metrics::counter!(crate::metrics::REFUSED_OUTPUTS).increment(1);
+                        tracing::error!(topic = %out.topic, bytes = out.payload.len() + out.key.len(), error = %e, "Kafka refused a message for good; stopping instead of retrying it");
+                        return Err(PublishError::Refused { topic: out.topic.clone(), error: e });
+                    }
                     Err(e) => {
                         tracing::warn!(topic = %out.topic, error = %e, "Kafka did not acknowledge a message; publishing it again");
                         failed.push((*i, *out));

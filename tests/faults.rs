@@ -72,6 +72,36 @@ async fn redis_down_for_ten_seconds_is_waited_out() {
     worker.stop().await;
 }
 
+/// Redis refusing writes (maxmemory reached, noeviction) is an outage to
+/// wait out, not bad input: nothing is dead-lettered and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_out_of_memory_for_ten_seconds_is_waited_out() {
+    let stack = Stack::start_with(true).await;
+    let cfg = config(&stack.bootstrap, &stack.redis_url, 3).await;
+    let w = Workload::new(1500);
+    let p = producer(&stack.bootstrap);
+    let worker = InProcess::start(cfg.clone());
+    w.seed(&p, &cfg).await;
+    let mut conn = redis::Client::open(cfg.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let streaming = w.stream(&p, &cfg);
+    let outage = async {
+        results_at_least(&cfg, 100).await;
+        let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg("noeviction").query_async(&mut conn).await.unwrap();
+        let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("1").query_async(&mut conn).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("0").query_async(&mut conn).await.unwrap();
+    };
+    tokio::join!(streaming, outage);
+    w.verify(&cfg).await;
+    worker.stop().await;
+    let dead = support::kafka::Reader::new(&cfg.kafka_bootstrap, &cfg.topics.dead_letter).drain(Duration::from_secs(3)).await.to_vec();
+    let codes: Vec<String> = dead.iter().map(|r| r.headers.get("dlq.code").cloned().unwrap_or_default()).collect();
+    assert!(dead.is_empty(), "dead letters while Redis refused writes: {codes:?}");
+    let mut e = support::engine(&cfg.redis_url).await.0.conn();
+    let report = reservoir::ops::audit::audit(&mut e, None, 100).await.unwrap();
+    assert_eq!(report.violations(), 0, "audit: {:#?}", report.findings);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_is_waited_out() {
     let mut stack = Stack::start_with(true).await;
@@ -134,4 +164,36 @@ async fn a_batching_stream_survives_sigterm_and_kill_9_restarted_at_once() {
     };
     let (_, _third) = tokio::join!(streaming, faults);
     w.verify(&cfg).await;
+}
+
+/// An order and a shipment of 20,000 lines each: answered at once with a
+/// dead letter (`invalid_data`, a short reason), and the events behind them
+/// on the same partitions are applied. Before, the order's 1 MB result and
+/// the shipment's 775 KB refusal header were refused by the producer and
+/// retried forever, so the partition stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_and_shipments_of_20000_lines_are_answered_and_the_partition_moves() {
+    let stack = Stack::start().await;
+    let cfg = config(&stack.bootstrap, &stack.redis_url, 1).await;
+    let w = Workload::new(300);
+    let p = producer(&stack.bootstrap);
+    let worker = InProcess::start(cfg.clone());
+    w.seed(&p, &cfg).await;
+    // Short ids keep the inputs under Kafka's 1 MB; the outputs were larger.
+    let lines: Vec<serde_json::Value> = (0..20_000).map(|i| serde_json::json!({"line_id": i.to_string(), "sku": "x", "quantity": 1})).collect();
+    let big = format!("big-{}", w.ch);
+    let order = support::worker::event(&format!("place-{big}"), "order.placed", serde_json::json!({"order_id": big, "channel": w.ch, "lines": lines}));
+    support::kafka::send(&p, &cfg.topics.orders, &big, &order).await;
+    let ship: Vec<serde_json::Value> = (0..20_000).map(|i| serde_json::json!({"line_id": i.to_string(), "sku": "n", "quantity": 1})).collect();
+    let shipment = support::worker::event(&format!("ship-{big}"), "shipment.created", serde_json::json!({"shipment_id": big, "order_id": big, "location": "l1", "lines": ship}));
+    support::kafka::send(&p, &cfg.topics.shipments, &big, &shipment).await;
+    w.stream(&p, &cfg).await;
+    w.verify(&cfg).await;
+    let mut dead = support::kafka::Reader::new(&cfg.kafka_bootstrap, &cfg.topics.dead_letter);
+    let seen = dead.until(Duration::from_secs(30), "both dead letters", |s| s.len() >= 2).await.to_vec();
+    for d in &seen {
+        assert_eq!(d.headers.get("dlq.code").map(String::as_str), Some("invalid_data"), "{:?}", d.headers);
+        assert!(d.headers.get("dlq.message").is_some_and(|m| m.len() < 5000 && m.contains("at most")), "{:?}", d.headers.get("dlq.message"));
+    }
+    worker.stop().await;
 }

@@ -373,6 +373,8 @@ fn broken_inputs_get_the_right_code() {
         ("invalid_data", "zero delta as a string", Stock, set(&adjusted, "/data/delta", json!("-0.0")), true),
         ("invalid_data", "duplicate channel locations", Stock, set(&channel, "/data/locations", json!(["eu-1", "eu-2", "eu-1"])), true),
         ("invalid_data", "empty channel locations", Stock, set(&channel, "/data/locations", json!([])), true),
+        ("invalid_data", "501 lines", Orders, set(&order, "/data/lines", json!((0..501).map(|i| json!({"line_id": i.to_string(), "sku": "s", "quantity": 1})).collect::<Vec<_>>())), true),
+        ("invalid_data", "501 channel locations", Stock, set(&channel, "/data/locations", json!((0..501).map(|i| format!("l{i}")).collect::<Vec<_>>())), true),
         ("too_large", "over 1 MiB", Orders, big, false),
     ];
     for (code, what, k, bytes, schema_too) in &cases {

@@ -3,6 +3,12 @@
 
 use serde_json::{Map, Value};
 
+/// Most entries in any list of an input event (lines, skus, locations). The
+/// largest output an event can cause (a confirmed result naming every
+/// line's allocations, or a dead letter quoting it) then stays well inside
+/// Kafka's default 1 MB message size, so every event gets its answer.
+pub const MAX_LIST: usize = 500;
+
 use crate::qty::Qty;
 
 /// A field-level problem: the path and what is wrong with it.
@@ -116,6 +122,11 @@ impl<'a> Obj<'a> {
     pub fn opt_array(&self, name: &str) -> Result<Option<Vec<(String, &'a Value)>>, FieldError> {
         match self.get(name) {
             None => Ok(None),
+            Some(Value::Array(a)) if a.len() > MAX_LIST => Err(FieldError(format!(
+                "{} has {} entries; an event may list at most {MAX_LIST} (split the order, shipment or credit memo)",
+                self.path(name),
+                a.len()
+            ))),
             Some(Value::Array(a)) => Ok(Some(a.iter().enumerate().map(|(i, v)| (format!("{}[{i}]", self.path(name)), v)).collect())),
             Some(other) => Err(FieldError(format!("{} must be a list, got {}", self.path(name), show(other)))),
         }

@@ -18,6 +18,22 @@ use crate::publish::Out;
 /// would refuse them, and the partition must not stall on it.
 const DLQ_MAX_VALUE: usize = 900 * 1024;
 
+/// Longest `dlq.message` header: a refusal of many lines names each, and the
+/// header counts toward the same message limit as the value.
+const DLQ_MAX_MESSAGE: usize = 4096;
+
+/// `message` cut to `max` bytes at a character boundary, saying how long it was.
+fn capped(message: &str, max: usize) -> String {
+    if message.len() <= max {
+        return message.to_string();
+    }
+    let mut end = max;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes in all; cut)", &message[..end], message.len())
+}
+
 /// An input message: where it was, and its key and value unchanged.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
@@ -69,7 +85,7 @@ impl Origin {
     pub fn dead_letter(&self, dead_letter_topic: &str, code: &str, message: &str) -> Out {
         let mut headers = vec![
             ("dlq.code".to_string(), code.as_bytes().to_vec()),
-            ("dlq.message".to_string(), message.as_bytes().to_vec()),
+            ("dlq.message".to_string(), capped(message, DLQ_MAX_MESSAGE).into_bytes()),
             ("dlq.topic".to_string(), self.topic.as_bytes().to_vec()),
             ("dlq.partition".to_string(), self.partition.to_string().into_bytes()),
             ("dlq.offset".to_string(), self.offset.to_string().into_bytes()),
@@ -101,6 +117,16 @@ mod tests {
             value: br#"{"id":"e-1","data":{"q":1.50}}"#.to_vec(),
         };
         assert_eq!(Origin::decode(&o.encode()).unwrap(), o);
+    }
+
+    #[test]
+    fn a_long_refusal_message_is_cut_to_a_few_kilobytes() {
+        let o = Origin { topic: "t".into(), partition: 0, offset: 0, event_id: None, key: b"k".to_vec(), value: b"v".to_vec() };
+        let long = "data.lines[line_id=\"é\"]: over_refund; ".repeat(20_000);
+        let out = o.dead_letter("dl", "over_refund", &long);
+        let m = &out.headers.iter().find(|(k, _)| k == "dlq.message").unwrap().1;
+        assert!(m.len() < DLQ_MAX_MESSAGE + 64, "{} bytes", m.len());
+        assert!(String::from_utf8(m.clone()).unwrap().ends_with(&format!("({} bytes in all; cut)", long.len())));
     }
 
     #[test]

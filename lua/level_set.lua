@@ -1,7 +1,10 @@
 -- inventory.level.set: set on_hand (and in_stock) at one location.
 -- KEYS: 1 inv, 2 holds, 3 hexp, 4 idempotency key of the event
 -- ARGV: 1 now_ms, 2 idempotency ttl ms, 3 location, 4 on_hand >= 0, 5 in_stock (0|1)
--- Reply: {'ok'|'dup', {}, fields before, fields after}
+-- Reply: {'ok'|'big'|'dup', {}, fields before, fields after}
+--   'big' (nothing changed, not remembered): the sku's on hand over all
+--     locations would pass the largest quantity (10^10 units, 10^14 raw),
+--     past which sums are no longer exact in Lua's doubles
 local inv, holds, hexp, ekey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = nonneg(ARGV[1], 'now_ms')
 local ttl = pos(ARGV[2], 'idempotency ttl')
@@ -10,6 +13,14 @@ local on_hand = nonneg(ARGV[4], 'on_hand')
 if ARGV[5] ~= '0' and ARGV[5] ~= '1' then return error('reservoir: in_stock must be 0 or 1') end
 
 local t, before = load(inv)
+-- Checked before anything is written; a repeat of an applied level passes it.
+local total = on_hand
+for f, v in pairs(t) do
+  if f ~= 'h:' .. loc and string.sub(f, 1, 2) == 'h:' then total = total + tonumber(v) end
+end
+if total > 100000000000000 and redis.call('EXISTS', ekey) == 0 then
+  return { 'big', {}, before, before }
+end
 local expired = expire_holds(inv, holds, hexp, t, now)
 if seen(ekey) then
   if expired > 0 then bump(inv) end

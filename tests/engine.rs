@@ -450,3 +450,25 @@ async fn the_fence_names_keys_whose_last_message_is_older_than_one_before() {
     // The sku's state is untouched by the fence's fields.
     assert_eq!(available(&e, &n, "SKU-1").await, q("4"));
 }
+
+/// #18 item 10: on hand over all locations stays at most `Qty::MAX`, so the
+/// scripts' sums stay exact and every reply parses; a level past it is
+/// refused before anything is written.
+#[tokio::test]
+async fn levels_past_the_largest_quantity_are_refused_before_any_write() {
+    let r = RedisServer::start();
+    let (e, _) = support::engine(&r.url).await;
+    let n = Names::new();
+    let max = Qty::MAX.to_string();
+    setup(&e, &n, "SKU-1", &[("eu-1", &max, true)]).await;
+    let two = e.set_level(&n.n("ev-l2"), &n.n("SKU-1"), &n.n("eu-2"), q("1"), true).await;
+    assert!(matches!(&two, Err(reservoir::store::StoreError::Invalid(m)) if m.contains("largest quantity")), "{:?}", two.map(|_| ()));
+    let up = e.adjust_level(&n.n("ev-a1"), &n.n("SKU-1"), &n.n("eu-1"), q("0.0001")).await.unwrap();
+    let refusal = up.outcome.expect_err("an adjust past the largest quantity is refused");
+    assert_eq!(refusal.code, "invalid_data");
+    assert_eq!(available(&e, &n, "SKU-1").await, Qty::MAX);
+    // Within the range, the same location moves as before.
+    e.adjust_level(&n.n("ev-a2"), &n.n("SKU-1"), &n.n("eu-1"), q("-1")).await.unwrap().outcome.unwrap();
+    e.set_level(&n.n("ev-l3"), &n.n("SKU-1"), &n.n("eu-2"), q("1"), true).await.unwrap();
+    assert_eq!(available(&e, &n, "SKU-1").await, Qty::MAX);
+}

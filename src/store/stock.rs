@@ -139,6 +139,9 @@ impl Engine {
             )
             .await?;
         let r = Reply::sku("level_set", v)?;
+        if r.code == "big" {
+            return Err(StoreError::Invalid(out_of_range(sku, location)));
+        }
         let mut c = Changes::default();
         c.add(sku, r.before, r.after, r.code == "dup");
         self.effect((), c).await
@@ -164,7 +167,9 @@ impl Engine {
         let repeat = r.code == "dup";
         // A repeat carries the first reply's {code, on_hand}.
         let (code, on_hand) = if repeat { (r.str(0)?.to_string(), r.qty(1)?) } else { (r.code.clone(), r.qty(0)?) };
-        let outcome = if code == "neg" {
+        let outcome = if code == "big" {
+            Err(Refusal { code: "invalid_data", message: out_of_range(sku, location) })
+        } else if code == "neg" {
             Err(Refusal {
                 code: "negative_on_hand",
                 message: format!(
@@ -197,4 +202,13 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// The refusal of a level whose sku would hold more than [`Qty::MAX`] over
+/// all its locations: sums past it are not exact in the scripts' doubles.
+fn out_of_range(sku: &str, location: &str) -> String {
+    format!(
+        "on_hand of sku {sku:?} at location {location:?} would make its on hand over all locations larger than {}, the largest quantity; nothing was changed",
+        Qty::MAX
+    )
 }

@@ -450,3 +450,41 @@ async fn the_fence_names_keys_whose_last_message_is_older_than_one_before() {
     // The sku's state is untouched by the fence's fields.
     assert_eq!(available(&e, &n, "SKU-1").await, q("4"));
 }
+
+/// The remaining time to live of a key in ms (-1: none, -2: no such key).
+fn pttl(r: &RedisServer, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query(&mut r.conn()).unwrap()
+}
+fn order_key(n: &Names, id: &str) -> String {
+    reservoir::store::keys::order(&n.n(id)).0
+}
+#[tokio::test]
+async fn lines_of_skus_not_in_the_order_do_not_settle_it() {
+    let r = RedisServer::start();
+    let (e, _) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "10", true)]).await;
+    setup(&e, &n, "SKU-2", &[("eu-1", "10", true)]).await;
+    confirmed(&e.place_order(&order(&n, "o-1", &[("1", "SKU-1", "2")])).await.unwrap().outcome);
+    assert_eq!(pttl(&r, &order_key(&n, "o-1")), -1, "an open order does not expire");
+    // A refused credit-memo line and a shipment line for a sku the order does not have.
+    let memo = CreditMemo {
+        credit_memo_id: n.n("cm-1"),
+        order_id: n.n("o-1"),
+        lines: vec![CreditLine { line_id: "1".into(), sku: n.n("SKU-2"), quantity: q("1"), back_to_stock: true, location: None }],
+    };
+    let c = e.credit(&memo, None).await.unwrap();
+    assert!(matches!(&c.outcome[0], LineOutcome::Refused { code: "over_refund", .. }));
+    assert_eq!(pttl(&r, &order_key(&n, "o-1")), -1, "a refused line of another sku settled the order while SKU-1 is reserved");
+    let s = Shipment {
+        shipment_id: n.n("s-1"),
+        order_id: n.n("o-1"),
+        location: n.n("eu-1"),
+        lines: vec![ShipmentLine { line_id: "1".into(), sku: n.n("SKU-2"), quantity: q("1") }],
+    };
+    assert_eq!(e.ship(&s, None).await.unwrap().outcome, vec![LineOutcome::Applied]);
+    assert_eq!(pttl(&r, &order_key(&n, "o-1")), -1, "a shipment line of another sku settled the order while SKU-1 is reserved");
+    // The order's own sku settling it does.
+    e.cancel_order(&n.n("ev-c"), &n.n("o-1"), None).await.unwrap();
+    assert!(pttl(&r, &order_key(&n, "o-1")) > 0, "settled: the order's records expire");
+}

@@ -117,6 +117,12 @@ struct Decision {
 }
 
 impl Decision {
+    /// Whether the decided order has lines of `sku`: only those can settle
+    /// it (a shipment or credit memo may name any sku).
+    fn has_sku(&self, sku: &str) -> bool {
+        self.lines.values().any(|s| s == sku)
+    }
+
     fn parse(v: redis::Value) -> Result<Decision, StoreError> {
         let f = reply::strings(&v).ok_or_else(|| StoreError::Reply("order_decide: unexpected reply shape".into()))?;
         if f.len() < 4 {
@@ -531,7 +537,7 @@ impl Engine {
                     ),
                 }
             });
-            if r.str(2)? == "1" && d.state == "confirmed" {
+            if r.str(2)? == "1" && d.state == "confirmed" && d.has_sku(&l.sku) {
                 self.settle(&s.order_id, &l.sku).await?;
             }
             let repeat = r.code == "dup";
@@ -598,7 +604,7 @@ impl Engine {
                     ),
                 }
             });
-            if r.str(3)? == "1" && d.state == "confirmed" {
+            if r.str(3)? == "1" && d.state == "confirmed" && d.has_sku(&l.sku) {
                 self.settle(&c.order_id, &l.sku).await?;
             }
             let repeat = r.code == "dup";

@@ -458,6 +458,12 @@ fn pttl(r: &RedisServer, key: &str) -> i64 {
 fn order_key(n: &Names, id: &str) -> String {
     reservoir::store::keys::order(&n.n(id)).0
 }
+/// What a crash right before the placement's decision leaves: every sku
+/// record written, the order key not (a decision is its only write).
+fn forget_decision(r: &RedisServer, n: &Names, id: &str) {
+    let (okey, plist) = reservoir::store::keys::order(&n.n(id));
+    let _: () = redis::cmd("DEL").arg(&okey).arg(&plist).query(&mut r.conn()).unwrap();
+}
 #[tokio::test]
 async fn lines_of_skus_not_in_the_order_do_not_settle_it() {
     let r = RedisServer::start();
@@ -487,4 +493,21 @@ async fn lines_of_skus_not_in_the_order_do_not_settle_it() {
     // The order's own sku settling it does.
     e.cancel_order(&n.n("ev-c"), &n.n("o-1"), None).await.unwrap();
     assert!(pttl(&r, &order_key(&n, "o-1")) > 0, "settled: the order's records expire");
+}
+#[tokio::test]
+async fn a_placement_aborted_before_its_decision_keeps_its_reason() {
+    let r = RedisServer::start();
+    let (e, _) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "5", true)]).await;
+    setup(&e, &n, "SKU-2", &[("eu-1", "1", true)]).await;
+    let o = order(&n, "o-1", &[("1", "SKU-1", "2"), ("2", "SKU-2", "3")]);
+    let first = e.place_order(&o).await.unwrap();
+    let l = &rejected(&first.outcome)[0];
+    assert_eq!((l.sku.clone(), l.reason, l.available), (n.n("SKU-2"), RejectReason::InsufficientStock, q("1")));
+    // Crash after compensation, before the decision: the redelivery decides.
+    forget_decision(&r, &n, "o-1");
+    let again = e.place_order(&o).await.unwrap();
+    assert_eq!(again.outcome, first.outcome, "no cancel was sent: the reason is SKU-2's stock");
+    assert_eq!(available(&e, &n, "SKU-1").await, q("5"));
 }

@@ -328,6 +328,7 @@ impl Engine {
         let locs = channels.get(&o.channel);
         let mut confirmed: BTreeMap<String, ConfirmedLine> = BTreeMap::new();
         let mut rejected: Option<Vec<RejectedLine>> = None;
+        let mut aborted = false;
         if locs.is_none() {
             rejected = Some(all_lines(o, RejectReason::UnknownChannel));
         } else {
@@ -343,12 +344,16 @@ impl Engine {
                         );
                         break;
                     }
-                    // Compensated by a concurrent attempt that was canceled first.
-                    Placement::Aborted => {
-                        rejected = Some(all_lines(o, RejectReason::Canceled));
-                        break;
-                    }
+                    // Compensated already: by an attempt that stopped at a
+                    // later sku, whose record keeps the reason (so read on:
+                    // a crash or a concurrent duplicate between the abort
+                    // and the decision must not lose it), or by one that
+                    // was canceled first.
+                    Placement::Aborted => aborted = true,
                 }
+            }
+            if rejected.is_none() && aborted {
+                rejected = Some(all_lines(o, RejectReason::Canceled));
             }
         }
         let outcome = match rejected {

@@ -6,7 +6,10 @@
 -- Reply: {'ok', {previous state r|x|a|n|'', restored hold expiry ms or ''},
 --         fields before, fields after}
 -- A cart hold the placement had turned into its reservation is given back
--- if it has not expired and the cart holds nothing newer on the sku.
+-- if it has not expired and the cart holds nothing newer on the sku. Its
+-- expiry is replied (for the caller to index) also by every later abort
+-- while the cart still has that hold: the abort that gave it back may have
+-- died before indexing it. Record field rh: the expiry given back.
 local inv, holds, hexp, orec = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = nonneg(ARGV[1], 'now_ms')
 local retention = pos(ARGV[2], 'retention')
@@ -28,9 +31,13 @@ if st == 'r' and #h > 0 then
     apply_alloc(inv, t, alloc_parse(h, 4), 1)
     redis.call('HSET', holds, cart, join({ hq, h[3], alloc_str(alloc_parse(h, 4)) }))
     redis.call('ZADD', hexp, h[3], cart)
+    redis.call('HSET', orec, 'rh', h[3])
     restored = h[3]
     changed = true
   end
+elseif st == 'a' and #h > 0 and rget(orec, 'rh') then
+  local cur = hold_of(holds, h[1])
+  if cur and I(cur.exp) == rget(orec, 'rh') then restored = rget(orec, 'rh') end
 end
 if st == 'r' or st == '' or st == 'n' then
   redis.call('HSET', orec, 'st', 'a')

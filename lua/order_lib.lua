@@ -14,6 +14,8 @@
 --   s:<line>  shipped (loc US qty ...)   k:<line> restocked (loc US qty ...)
 --   f:<line>  refunded qty
 --   x:<op>    stored reply of a cancel/shipment/credit-memo op on this sku
+--   hold      the cart hold the placement consumed (cart US hold record)
+--   rh        expiry of that hold when compensation gave it back (abort.lua)
 
 local function rget(orec, f)
   return redis.call('HGET', orec, f)

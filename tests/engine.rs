@@ -511,3 +511,48 @@ async fn a_placement_aborted_before_its_decision_keeps_its_reason() {
     assert_eq!(again.outcome, first.outcome, "no cancel was sent: the reason is SKU-2's stock");
     assert_eq!(available(&e, &n, "SKU-1").await, q("5"));
 }
+#[tokio::test]
+async fn an_order_of_untracked_skus_expires_whichever_attempt_decided_it() {
+    let r = RedisServer::start();
+    let (e, _) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "0", true)]).await;
+    e.configure_item(&n.n("ev-cfg"), &n.n("SKU-1"), &ItemConfig { tracking: Tracking::None, ..Default::default() }).await.unwrap();
+    let o = order(&n, "o-1", &[("1", "SKU-1", "3")]);
+    confirmed(&e.place_order(&o).await.unwrap().outcome);
+    assert!(pttl(&r, &order_key(&n, "o-1")) > 0, "nothing is reserved: settled at once");
+    // Decided, then a crash before the settlement (or a concurrent attempt
+    // decided it and this one answered `was`): the repeat settles it.
+    let okey = order_key(&n, "o-1");
+    let _: () = redis::pipe()
+        .cmd("HDEL").arg(&okey).arg(format!("d:{}", n.n("SKU-1"))).ignore()
+        .cmd("HSET").arg(&okey).arg("nd").arg(0).ignore()
+        .cmd("PERSIST").arg(&okey).ignore()
+        .query(&mut r.conn())
+        .unwrap();
+    confirmed(&e.place_order(&o).await.unwrap().outcome);
+    assert!(pttl(&r, &okey) > 0, "the order key of a settled order never expires");
+}
+#[tokio::test]
+async fn a_hold_given_back_after_a_crash_is_swept_when_it_expires() {
+    let r = RedisServer::start();
+    let (e, clock) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "5", true)]).await;
+    setup(&e, &n, "SKU-2", &[("eu-1", "1", true)]).await;
+    assert!(e.hold(&n.n("ev-h"), &n.n("cart-a"), &n.n("eu"), &n.n("SKU-1"), q("2"), None).await.unwrap().outcome.confirmed);
+    let mut o = order(&n, "o-1", &[("1", "SKU-1", "2"), ("2", "SKU-2", "3")]);
+    o.cart_id = Some(n.n("cart-a"));
+    rejected(&e.place_order(&o).await.unwrap().outcome);
+    assert_eq!(available(&e, &n, "SKU-1").await, q("3"), "the cart's hold is given back");
+    // Crash after the abort gave the hold back, before it was indexed (and
+    // the sweep had dropped the sku while the order held the units).
+    let ix = reservoir::store::keys::hold_index(reservoir::store::keys::hold_shard(&n.n("SKU-1")));
+    let _: () = redis::pipe().cmd("ZREM").arg(&ix.zset).arg(n.n("SKU-1")).ignore().cmd("HDEL").arg(&ix.gens).arg(n.n("SKU-1")).ignore().query(&mut r.conn()).unwrap();
+    forget_decision(&r, &n, "o-1");
+    rejected(&e.place_order(&o).await.unwrap().outcome);
+    clock.advance(Duration::from_secs(15 * 60 + 1));
+    let swept = e.sweep_holds(100).await.unwrap();
+    assert_eq!(swept.outcome, 1, "the given-back hold's expiry is swept");
+    assert_eq!(available(&e, &n, "SKU-1").await, q("5"));
+}

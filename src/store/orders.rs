@@ -303,13 +303,14 @@ impl Engine {
             _ => self.try_place(o, &mut changes).await?,
         };
         let outcome = decision.outcome.clone().ok_or_else(|| StoreError::Reply(format!("order {:?} decided without an outcome", o.order_id)))?;
-        if decision.tag == "set" {
-            if let OrderOutcome::Confirmed { lines } = &outcome {
-                // Skus with nothing counted (tracking none) are settled from the start.
-                for (sku, _) in by_sku(&o.lines) {
-                    if lines.iter().filter(|l| l.sku == sku).all(|l| l.allocations.is_empty()) {
-                        self.settle(&o.order_id, &sku).await?;
-                    }
+        if let OrderOutcome::Confirmed { lines } = &outcome {
+            // Skus with nothing counted (tracking none) are settled from the
+            // start. On every answer, not only the deciding one: the attempt
+            // that decided may have died before settling, and settling again
+            // changes nothing.
+            for (sku, _) in by_sku(&o.lines) {
+                if lines.iter().filter(|l| l.sku == sku).all(|l| l.allocations.is_empty()) {
+                    self.settle(&o.order_id, &sku).await?;
                 }
             }
         }

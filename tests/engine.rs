@@ -556,3 +556,64 @@ async fn a_hold_given_back_after_a_crash_is_swept_when_it_expires() {
     assert_eq!(swept.outcome, 1, "the given-back hold's expiry is swept");
     assert_eq!(available(&e, &n, "SKU-1").await, q("5"));
 }
+/// Places `o` (cart-a's order of SKU-1 and SKU-2) so that it fails after
+/// SKU-1 was reserved and before SKU-2 (its record there is unreadable: a
+/// crash at that point), then makes SKU-2 short, so its redelivery is
+/// rejected and compensates SKU-1.
+async fn fail_between_skus(r: &RedisServer, e: &Engine, n: &Names, o: &PlaceOrder) {
+    let rec = reservoir::store::keys::SkuKeys::new(&n.n("SKU-2")).order(&o.order_id);
+    let _: () = redis::cmd("SET").arg(&rec).arg("not a hash").query(&mut r.conn()).unwrap();
+    assert!(e.place_order(o).await.is_err(), "the placement stops at SKU-2");
+    assert_eq!(e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")].reserved, q("2"));
+    let _: () = redis::cmd("DEL").arg(&rec).query(&mut r.conn()).unwrap();
+    e.set_level(&n.n("ev-short"), &n.n("SKU-2"), &n.n("eu-1"), q("0"), true).await.unwrap();
+}
+#[tokio::test]
+async fn an_aborted_order_gives_back_a_hold_only_where_it_fits() {
+    let r = RedisServer::start();
+    let (e, _) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "10", true)]).await;
+    setup(&e, &n, "SKU-2", &[("eu-1", "5", true)]).await;
+    assert!(e.hold(&n.n("ev-ha"), &n.n("cart-a"), &n.n("eu"), &n.n("SKU-1"), q("8"), None).await.unwrap().outcome.confirmed);
+    let mut o = order(&n, "o-1", &[("1", "SKU-1", "2"), ("2", "SKU-2", "1")]);
+    o.cart_id = Some(n.n("cart-a"));
+    fail_between_skus(&r, &e, &n, &o).await;
+    // Meanwhile cart-b takes the units cart-a's hold had.
+    assert!(e.hold(&n.n("ev-hb"), &n.n("cart-b"), &n.n("eu"), &n.n("SKU-1"), q("8"), None).await.unwrap().outcome.confirmed);
+    rejected(&e.place_order(&o).await.unwrap().outcome);
+    let lv = e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")];
+    assert!(lv.reserved <= lv.on_hand, "reserved {} above on hand {}", lv.reserved, lv.on_hand);
+    assert_eq!(lv.reserved, q("8"), "only cart-b's hold");
+    let report = reservoir::ops::audit::audit(&mut e.conn(), None, 7).await.unwrap();
+    assert_eq!(report.violations(), 0, "{}", report.table());
+}
+#[tokio::test]
+async fn an_aborted_order_gives_back_no_hold_the_cart_released() {
+    let r = RedisServer::start();
+    let (e, _) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "10", true)]).await;
+    setup(&e, &n, "SKU-2", &[("eu-1", "5", true)]).await;
+    assert!(e.hold(&n.n("ev-ha"), &n.n("cart-a"), &n.n("eu"), &n.n("SKU-1"), q("8"), None).await.unwrap().outcome.confirmed);
+    let mut o = order(&n, "o-1", &[("1", "SKU-1", "2"), ("2", "SKU-2", "1")]);
+    o.cart_id = Some(n.n("cart-a"));
+    fail_between_skus(&r, &e, &n, &o).await;
+    e.release_cart(&n.n("ev-rel"), &n.n("cart-a"), None).await.unwrap();
+    rejected(&e.place_order(&o).await.unwrap().outcome);
+    assert_eq!(e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")].reserved, Qty::ZERO, "the released cart got its hold back");
+    // Nor one the cart replaced since and that is gone again.
+    let mut o2 = order(&n, "o-2", &[("1", "SKU-1", "2"), ("2", "SKU-2", "1")]);
+    o2.cart_id = Some(n.n("cart-a"));
+    e.set_level(&n.n("ev-back"), &n.n("SKU-2"), &n.n("eu-1"), q("5"), true).await.unwrap();
+    assert!(e.hold(&n.n("ev-ha2"), &n.n("cart-a"), &n.n("eu"), &n.n("SKU-1"), q("4"), None).await.unwrap().outcome.confirmed);
+    let rec = reservoir::store::keys::SkuKeys::new(&n.n("SKU-2")).order(&o2.order_id);
+    let _: () = redis::cmd("SET").arg(&rec).arg("not a hash").query(&mut r.conn()).unwrap();
+    assert!(e.place_order(&o2).await.is_err());
+    let _: () = redis::cmd("DEL").arg(&rec).query(&mut r.conn()).unwrap();
+    assert!(e.hold(&n.n("ev-ha3"), &n.n("cart-a"), &n.n("eu"), &n.n("SKU-1"), q("1"), None).await.unwrap().outcome.confirmed);
+    e.release_cart(&n.n("ev-rel2"), &n.n("cart-a"), Some(&[n.n("SKU-1")])).await.unwrap();
+    e.set_level(&n.n("ev-short2"), &n.n("SKU-2"), &n.n("eu-1"), q("0"), true).await.unwrap();
+    rejected(&e.place_order(&o2).await.unwrap().outcome);
+    assert_eq!(e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")].reserved, Qty::ZERO, "an old hold came back after the cart replaced and released it");
+}

@@ -69,7 +69,7 @@ impl Engine {
         args.push(locs.len().to_string());
         args.extend(locs);
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let v = self.scripts.hold.call(&mut self.conn.clone(), &[&k.inv, &k.holds, &k.hexp, &k.event(event_id)], &argv).await?;
+        let v = self.scripts.hold.call(&mut self.conn.clone(), &[&k.inv, &k.holds, &k.hexp, &k.event(event_id), &k.consumed_hold(cart_id)], &argv).await?;
         let r = Reply::sku("hold", v)?;
         let repeat = r.code == "dup";
         let outcome = HoldOutcome {
@@ -107,7 +107,7 @@ impl Engine {
             let v = self
                 .scripts
                 .hold_release
-                .call(&mut conn, &[&k.inv, &k.holds, &k.hexp, &k.event(event_id)], &[&self.now().to_string(), &self.idem_ttl(), cart_id])
+                .call(&mut conn, &[&k.inv, &k.holds, &k.hexp, &k.event(event_id), &k.consumed_hold(cart_id)], &[&self.now().to_string(), &self.idem_ttl(), cart_id])
                 .await?;
             let r = Reply::sku("hold_release", v)?;
             released += r.qty(0)?;

@@ -244,7 +244,8 @@ impl Engine {
             args.push(qarg(l.quantity));
         }
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let v = self.scripts.reserve.call(&mut self.conn.clone(), &[&k.inv, &k.holds, &k.hexp, &k.order(&o.order_id)], &argv).await?;
+        let consumed = k.consumed_hold(o.cart_id.as_deref().unwrap_or_default());
+        let v = self.scripts.reserve.call(&mut self.conn.clone(), &[&k.inv, &k.holds, &k.hexp, &k.order(&o.order_id), &consumed], &argv).await?;
         let r = Reply::sku("reserve", v)?;
         let repeat = r.code == "dup";
         let p = placement(&r, sku)?;
@@ -255,10 +256,11 @@ impl Engine {
     async fn abort_all(&self, o: &PlaceOrder, changes: &mut Changes) -> Result<(), StoreError> {
         for (sku, _) in by_sku(&o.lines) {
             let k = SkuKeys::new(&sku);
+            let consumed = k.consumed_hold(o.cart_id.as_deref().unwrap_or_default());
             let v = self
                 .scripts
                 .abort
-                .call(&mut self.conn.clone(), &[&k.inv, &k.holds, &k.hexp, &k.order(&o.order_id)], &[&self.now().to_string(), &self.order_ttl()])
+                .call(&mut self.conn.clone(), &[&k.inv, &k.holds, &k.hexp, &k.order(&o.order_id), &consumed], &[&self.now().to_string(), &self.order_ttl()])
                 .await?;
             let r = Reply::sku("abort", v)?;
             if let Ok(exp) = r.str(1)?.parse::<i64>() {

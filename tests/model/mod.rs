@@ -791,7 +791,13 @@ impl Model {
                     release_line(s, rec, l, n);
                 }
                 if let Some((cart, h)) = hold {
-                    if h.expires_ms > now && !s.holds.contains_key(&cart) {
+                    // Given back only where it fits (ENGINE.md, Orders): at
+                    // each of its locations, on_hand - reserved covers it.
+                    let fits = h.alloc.iter().all(|(loc, q)| s.levels.get(loc).is_some_and(|l| l.on_hand - l.reserved >= *q));
+                    if !fits {
+                        hit("cart hold not given back: it no longer fits");
+                    }
+                    if h.expires_ms > now && fits && !s.holds.contains_key(&cart) {
                         hit("cart hold given back by compensation");
                         s.add_reserved(&h.alloc, 1);
                         s.holds.insert(cart, h);

@@ -154,7 +154,10 @@ impl Engine {
 
     /// Releases holds that are due, up to `limit` skus per index shard, and
     /// returns their availability changes. Safe to run from every worker at
-    /// once. The outcome is the number of holds released.
+    /// once. The outcome is the number of holds released. Its
+    /// `late_refusals` are the shipments and credit memos whose order did not
+    /// come within the order retention (up to `limit` orders per shard): the
+    /// caller dead-letters them, then calls [`Engine::forget_expired`].
     pub async fn sweep_holds(&self, limit: usize) -> Result<Effect<usize>, StoreError> {
         let mut conn = self.conn.clone();
         let now = self.now();
@@ -188,6 +191,9 @@ impl Engine {
                 }
             }
         }
-        self.effect(released, changes).await
+        let late = self.expired_early_ops(limit, now).await?;
+        let mut e = self.effect(released, changes).await?;
+        e.late_refusals = late;
+        Ok(e)
     }
 }

@@ -111,6 +111,13 @@ pub fn cart(cart_id: &str) -> String {
     format!("rv:cart:{{{}}}", tag(cart_id))
 }
 
+/// Orders with shipments or credit memos kept before their placement, by
+/// deadline (one zset per shard of [`hold_shard`] of the order id): the
+/// sweep dead-letters those whose order never came.
+pub fn early_index(shard: u32) -> String {
+    format!("rv:early:{{{shard}}}")
+}
+
 /// Shards of the hold-expiry index: one zset, generation hash and counter
 /// each, with a shared tag so one script can touch all three.
 pub const HOLD_SHARDS: u32 = 16;

@@ -3,7 +3,7 @@
 -- KEYS: 1 order key rv:o:{order_id}, 2 its pending-op list
 -- ARGV: 1 retention ms, 2 op id, 3 whole cancel (0|1), 4 op payload (for the list),
 --       5 deadline ms (now + retention: when order_expire dead-letters kept
---       shipments and credit memos), 6 keep ms (> retention: how long the
+--       shipments and credit memos), 6 keep ms (>= retention: how long the
 --       kept ops outlive their deadline, for the sweep to find them)
 -- Reply: {state, outcome, lines} where state is
 --   'confirmed' | 'rejected'  decided: apply the op now (outcome, lines as decided)

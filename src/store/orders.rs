@@ -336,10 +336,17 @@ impl Engine {
             // Skus with nothing counted (tracking none) are settled from the
             // start. On every answer, not only the deciding one: the attempt
             // that decided may have died before settling, and settling again
-            // changes nothing.
-            for (sku, _) in by_sku(&o.lines) {
+            // changes nothing. The skus of the decided lines: a repeat may
+            // carry other lines under the same order_id.
+            let mut skus: Vec<&str> = Vec::new();
+            for l in lines {
+                if !skus.contains(&l.sku.as_str()) {
+                    skus.push(&l.sku);
+                }
+            }
+            for sku in skus {
                 if lines.iter().filter(|l| l.sku == sku).all(|l| l.allocations.is_empty()) {
-                    self.settle(&o.order_id, &sku).await?;
+                    self.settle(&o.order_id, sku).await?;
                 }
             }
         }

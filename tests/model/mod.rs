@@ -379,6 +379,19 @@ impl Model {
 
     // ----- observation -------------------------------------------------
 
+    /// For a confirmed order: whether it is settled, i.e. none of its skus
+    /// has anything left reserved for it (ENGINE.md, retention: its records
+    /// expire then, and not before). Lines of other skus never count. None
+    /// for an order that is not confirmed.
+    pub fn order_settled(&self, order_id: &str) -> Option<bool> {
+        let OrderState::Decided { confirmed: true, lines, .. } = &self.orders.get(order_id)?.state else { return None };
+        let skus: BTreeSet<&String> = lines.values().collect();
+        Some(skus.into_iter().all(|sku| match self.recs.get(&(order_id.to_string(), sku.clone())).map(|r| &r.placement) {
+            Some(Placement::Reserved { lines, .. }) => lines.values().all(|l| alloc_sum(&l.alloc) == Qty::ZERO),
+            _ => true,
+        }))
+    }
+
     /// The sku's state as `Engine::sku_state` returns it, version 0.
     pub fn sku_state(&self, sku: &str) -> SkuState {
         self.skus.get(sku).map(Sku::state).unwrap_or_default()

@@ -6,6 +6,8 @@
 --       5 location, 6 qty > 0
 -- Reply: {'new'|'dup', {ok|insufficient_on_hand, on_hand at the location,
 --         settled 0|1}, fields before, fields after}
+--   settled: 1 when the order reserved this sku and nothing of it is left
+--   reserved (0 for a sku the order does not have)
 local inv, holds, hexp, orec = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = nonneg(ARGV[1], 'now_ms')
 local retention = pos(ARGV[2], 'retention')

@@ -1,5 +1,6 @@
 -- cart.line.held: set this cart's hold on the sku to qty, all or nothing.
--- KEYS: 1 inv, 2 holds, 3 hexp, 4 idempotency key of the event
+-- KEYS: 1 inv, 2 holds, 3 hexp, 4 idempotency key of the event,
+--       5 the cart's consumed-hold marker (deleted: see reserve.lua)
 -- ARGV: 1 now_ms, 2 idempotency ttl ms, 3 cart_id, 4 qty >= 0, 5 expires_ms,
 --       6 channel known (0|1), 7 n, 8.. the channel's n locations in priority order
 -- Reply: {'hold'|'dup', {ok|rej, held, available ('' = not counted), expires_ms,
@@ -23,6 +24,9 @@ if prev then
   if expired > 0 then bump(inv) end
   return { 'dup', prev, before, redis.call('HGETALL', inv) }
 end
+-- The cart has said what it holds now: a hold an order consumed earlier is
+-- not given back by that order's compensation any more.
+redis.call('DEL', KEYS[5])
 
 local changed = expired > 0
 local cur = hold_of(holds, cart)

@@ -1,5 +1,6 @@
 -- cart.released, per sku: release this cart's hold on the sku.
--- KEYS: 1 inv, 2 holds, 3 hexp, 4 idempotency key of the event
+-- KEYS: 1 inv, 2 holds, 3 hexp, 4 idempotency key of the event,
+--       5 the cart's consumed-hold marker (deleted: see reserve.lua)
 -- ARGV: 1 now_ms, 2 idempotency ttl ms, 3 cart_id
 -- Reply: {'ok'|'dup', {released qty}, fields before, fields after}
 local inv, holds, hexp, ekey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -14,6 +15,8 @@ if prev then
   if expired > 0 then bump(inv) end
   return { 'dup', prev, before, redis.call('HGETALL', inv) }
 end
+-- Released: a hold an order consumed is not given back by its compensation.
+redis.call('DEL', KEYS[5])
 local cur = hold_of(holds, cart)
 local released = 0
 if cur then

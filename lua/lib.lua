@@ -11,6 +11,9 @@
 --   rv:{T}:hexp     zset  cart_id scored by expires_ms
 --   rv:{T}:o:<oid>  hash  this order's lines on this sku (see order.lua)
 --   rv:{T}:e:<id>   str   idempotency record of one event on this sku
+--   rv:{T}:hc:<cart> str  the order record key that turned this cart's hold
+--                         into its reservation, until the hold's expiry;
+--                         deleted by the cart's next hold or release
 -- Quantities are integers in ten-thousandths. Lua numbers are doubles and
 -- tostring() prints only 14 digits, so every number written goes through I().
 -- US (\31) separates fields; ids cannot contain control characters.

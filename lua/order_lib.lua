@@ -14,6 +14,8 @@
 --   s:<line>  shipped (loc US qty ...)   k:<line> restocked (loc US qty ...)
 --   f:<line>  refunded qty
 --   x:<op>    stored reply of a cancel/shipment/credit-memo op on this sku
+--   hold      the cart hold the placement consumed (cart US hold record)
+--   rh        expiry of that hold when compensation gave it back (abort.lua)
 
 local function rget(orec, f)
   return redis.call('HGET', orec, f)
@@ -102,10 +104,13 @@ local function line_known(orec, line)
 end
 
 -- Ends an op on an order record: remember its reply, set the record to
--- expire once settled, bump the version if the sku changed.
+-- expire once settled, bump the version if the sku changed. The reply's
+-- settled flag is 1 only for a sku the placement reserved: a line of a sku
+-- the order does not have (shipped from free stock, or refused) must not
+-- count towards settling the order.
 local function finish_op(inv, orec, op, res, changed, retention)
   local s = settled(orec)
-  res[#res + 1] = s and '1' or '0'
+  res[#res + 1] = (s and rget(orec, 'st') == 'r') and '1' or '0'
   redis.call('HSET', orec, 'x:' .. op, join(res))
   if rget(orec, 'st') == false then redis.call('HSET', orec, 'st', 'n') end
   if s then redis.call('PEXPIRE', orec, retention) end

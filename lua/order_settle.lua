@@ -1,5 +1,7 @@
 -- A sku of a confirmed order has nothing reserved any more; once all have
--- settled, the order's records expire after the retention.
+-- settled, the order's records expire after the retention. The caller
+-- names only skus of the order's lines: each counts once, and `n` is the
+-- number of the order's skus.
 -- KEYS: 1 order key rv:o:{order_id}, 2 its pending-op list
 -- ARGV: 1 sku, 2 retention ms
 -- Reply: 1 when the whole order is settled now, else 0

@@ -5,6 +5,7 @@
 -- ARGV: 1 now_ms, 2 retention ms, 3 op id (the cancel's event id), 4 whole (0|1),
 --       5 m, then m pairs (line_id, qty > 0) when not whole
 -- Reply: {'new'|'dup', {released qty, settled 0|1}, fields before, fields after}
+--   settled: as in deduct.lua
 local inv, holds, hexp, orec = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = nonneg(ARGV[1], 'now_ms')
 local retention = pos(ARGV[2], 'retention')

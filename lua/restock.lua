@@ -6,6 +6,7 @@
 --       5 qty > 0, 6 back_to_stock (0|1), 7 location ('' = where shipped from)
 -- Reply: {'new'|'dup', {ok|over_refund, released, restocked, settled 0|1},
 --         fields before, fields after}
+--   settled: as in deduct.lua (0 for a sku the order does not have)
 local inv, holds, hexp, orec = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = nonneg(ARGV[1], 'now_ms')
 local retention = pos(ARGV[2], 'retention')

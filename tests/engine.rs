@@ -471,4 +471,226 @@ async fn levels_past_the_largest_quantity_are_refused_before_any_write() {
     e.adjust_level(&n.n("ev-a2"), &n.n("SKU-1"), &n.n("eu-1"), q("-1")).await.unwrap().outcome.unwrap();
     e.set_level(&n.n("ev-l3"), &n.n("SKU-1"), &n.n("eu-2"), q("1"), true).await.unwrap();
     assert_eq!(available(&e, &n, "SKU-1").await, Qty::MAX);
+
+/// The remaining time to live of a key in ms (-1: none, -2: no such key).
+fn pttl(r: &RedisServer, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query(&mut r.conn()).unwrap()
+}
+
+fn order_key(n: &Names, id: &str) -> String {
+    reservoir::store::keys::order(&n.n(id)).0
+}
+
+/// What a crash right before the placement's decision leaves: every sku
+/// record written, the order key not (a decision is its only write).
+fn forget_decision(r: &RedisServer, n: &Names, id: &str) {
+    let (okey, plist) = reservoir::store::keys::order(&n.n(id));
+    let _: () = redis::cmd("DEL").arg(&okey).arg(&plist).query(&mut r.conn()).unwrap();
+}
+
+#[tokio::test]
+async fn lines_of_skus_not_in_the_order_do_not_settle_it() {
+    let r = RedisServer::start();
+    let (e, _) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "10", true)]).await;
+    setup(&e, &n, "SKU-2", &[("eu-1", "10", true)]).await;
+    confirmed(&e.place_order(&order(&n, "o-1", &[("1", "SKU-1", "2")])).await.unwrap().outcome);
+    assert_eq!(pttl(&r, &order_key(&n, "o-1")), -1, "an open order does not expire");
+    // A refused credit-memo line and a shipment line for a sku the order does not have.
+    let memo = CreditMemo {
+        credit_memo_id: n.n("cm-1"),
+        order_id: n.n("o-1"),
+        lines: vec![CreditLine { line_id: "1".into(), sku: n.n("SKU-2"), quantity: q("1"), back_to_stock: true, location: None }],
+    };
+    let c = e.credit(&memo, None).await.unwrap();
+    assert!(matches!(&c.outcome[0], LineOutcome::Refused { code: "over_refund", .. }));
+    assert_eq!(pttl(&r, &order_key(&n, "o-1")), -1, "a refused line of another sku settled the order while SKU-1 is reserved");
+    let s = Shipment {
+        shipment_id: n.n("s-1"),
+        order_id: n.n("o-1"),
+        location: n.n("eu-1"),
+        lines: vec![ShipmentLine { line_id: "1".into(), sku: n.n("SKU-2"), quantity: q("1") }],
+    };
+    assert_eq!(e.ship(&s, None).await.unwrap().outcome, vec![LineOutcome::Applied]);
+    assert_eq!(pttl(&r, &order_key(&n, "o-1")), -1, "a shipment line of another sku settled the order while SKU-1 is reserved");
+    // The order's own sku settling it does.
+    e.cancel_order(&n.n("ev-c"), &n.n("o-1"), None).await.unwrap();
+    assert!(pttl(&r, &order_key(&n, "o-1")) > 0, "settled: the order's records expire");
+}
+
+#[tokio::test]
+async fn a_placement_aborted_before_its_decision_keeps_its_reason() {
+    let r = RedisServer::start();
+    let (e, _) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "5", true)]).await;
+    setup(&e, &n, "SKU-2", &[("eu-1", "1", true)]).await;
+    let o = order(&n, "o-1", &[("1", "SKU-1", "2"), ("2", "SKU-2", "3")]);
+    let first = e.place_order(&o).await.unwrap();
+    let l = &rejected(&first.outcome)[0];
+    assert_eq!((l.sku.clone(), l.reason, l.available), (n.n("SKU-2"), RejectReason::InsufficientStock, q("1")));
+    // Crash after compensation, before the decision: the redelivery decides.
+    forget_decision(&r, &n, "o-1");
+    let again = e.place_order(&o).await.unwrap();
+    assert_eq!(again.outcome, first.outcome, "no cancel was sent: the reason is SKU-2's stock");
+    assert_eq!(available(&e, &n, "SKU-1").await, q("5"));
+}
+
+#[tokio::test]
+async fn an_order_of_untracked_skus_expires_whichever_attempt_decided_it() {
+    let r = RedisServer::start();
+    let (e, _) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "0", true)]).await;
+    e.configure_item(&n.n("ev-cfg"), &n.n("SKU-1"), &ItemConfig { tracking: Tracking::None, ..Default::default() }).await.unwrap();
+    let o = order(&n, "o-1", &[("1", "SKU-1", "3")]);
+    confirmed(&e.place_order(&o).await.unwrap().outcome);
+    assert!(pttl(&r, &order_key(&n, "o-1")) > 0, "nothing is reserved: settled at once");
+    // Decided, then a crash before the settlement (or a concurrent attempt
+    // decided it and this one answered `was`): the repeat settles it.
+    let okey = order_key(&n, "o-1");
+    let _: () = redis::pipe()
+        .cmd("HDEL").arg(&okey).arg(format!("d:{}", n.n("SKU-1"))).ignore()
+        .cmd("HSET").arg(&okey).arg("nd").arg(0).ignore()
+        .cmd("PERSIST").arg(&okey).ignore()
+        .query(&mut r.conn())
+        .unwrap();
+    confirmed(&e.place_order(&o).await.unwrap().outcome);
+    assert!(pttl(&r, &okey) > 0, "the order key of a settled order never expires");
+}
+
+#[tokio::test]
+async fn a_hold_given_back_after_a_crash_is_swept_when_it_expires() {
+    let r = RedisServer::start();
+    let (e, clock) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "5", true)]).await;
+    setup(&e, &n, "SKU-2", &[("eu-1", "1", true)]).await;
+    assert!(e.hold(&n.n("ev-h"), &n.n("cart-a"), &n.n("eu"), &n.n("SKU-1"), q("2"), None).await.unwrap().outcome.confirmed);
+    let mut o = order(&n, "o-1", &[("1", "SKU-1", "2"), ("2", "SKU-2", "3")]);
+    o.cart_id = Some(n.n("cart-a"));
+    rejected(&e.place_order(&o).await.unwrap().outcome);
+    assert_eq!(available(&e, &n, "SKU-1").await, q("3"), "the cart's hold is given back");
+    // Crash after the abort gave the hold back, before it was indexed (and
+    // the sweep had dropped the sku while the order held the units).
+    let ix = reservoir::store::keys::hold_index(reservoir::store::keys::hold_shard(&n.n("SKU-1")));
+    let _: () = redis::pipe().cmd("ZREM").arg(&ix.zset).arg(n.n("SKU-1")).ignore().cmd("HDEL").arg(&ix.gens).arg(n.n("SKU-1")).ignore().query(&mut r.conn()).unwrap();
+    forget_decision(&r, &n, "o-1");
+    rejected(&e.place_order(&o).await.unwrap().outcome);
+    clock.advance(Duration::from_secs(15 * 60 + 1));
+    let swept = e.sweep_holds(100).await.unwrap();
+    assert_eq!(swept.outcome, 1, "the given-back hold's expiry is swept");
+    assert_eq!(available(&e, &n, "SKU-1").await, q("5"));
+}
+
+/// Places `o` (cart-a's order of SKU-1 and SKU-2) so that it fails after
+/// SKU-1 was reserved and before SKU-2 (its record there is unreadable: a
+/// crash at that point), then makes SKU-2 short, so its redelivery is
+/// rejected and compensates SKU-1.
+async fn fail_between_skus(r: &RedisServer, e: &Engine, n: &Names, o: &PlaceOrder) {
+    let rec = reservoir::store::keys::SkuKeys::new(&n.n("SKU-2")).order(&o.order_id);
+    let _: () = redis::cmd("SET").arg(&rec).arg("not a hash").query(&mut r.conn()).unwrap();
+    assert!(e.place_order(o).await.is_err(), "the placement stops at SKU-2");
+    assert_eq!(e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")].reserved, q("2"));
+    let _: () = redis::cmd("DEL").arg(&rec).query(&mut r.conn()).unwrap();
+    e.set_level(&n.n("ev-short"), &n.n("SKU-2"), &n.n("eu-1"), q("0"), true).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_aborted_order_gives_back_a_hold_only_where_it_fits() {
+    let r = RedisServer::start();
+    let (e, _) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "10", true)]).await;
+    setup(&e, &n, "SKU-2", &[("eu-1", "5", true)]).await;
+    assert!(e.hold(&n.n("ev-ha"), &n.n("cart-a"), &n.n("eu"), &n.n("SKU-1"), q("8"), None).await.unwrap().outcome.confirmed);
+    let mut o = order(&n, "o-1", &[("1", "SKU-1", "2"), ("2", "SKU-2", "1")]);
+    o.cart_id = Some(n.n("cart-a"));
+    fail_between_skus(&r, &e, &n, &o).await;
+    // Meanwhile cart-b takes the units cart-a's hold had.
+    assert!(e.hold(&n.n("ev-hb"), &n.n("cart-b"), &n.n("eu"), &n.n("SKU-1"), q("8"), None).await.unwrap().outcome.confirmed);
+    rejected(&e.place_order(&o).await.unwrap().outcome);
+    let lv = e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")];
+    assert!(lv.reserved <= lv.on_hand, "reserved {} above on hand {}", lv.reserved, lv.on_hand);
+    assert_eq!(lv.reserved, q("8"), "only cart-b's hold");
+    let report = reservoir::ops::audit::audit(&mut e.conn(), None, 7).await.unwrap();
+    assert_eq!(report.violations(), 0, "{}", report.table());
+}
+
+#[tokio::test]
+async fn an_aborted_order_gives_back_no_hold_the_cart_released() {
+    let r = RedisServer::start();
+    let (e, _) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "10", true)]).await;
+    setup(&e, &n, "SKU-2", &[("eu-1", "5", true)]).await;
+    assert!(e.hold(&n.n("ev-ha"), &n.n("cart-a"), &n.n("eu"), &n.n("SKU-1"), q("8"), None).await.unwrap().outcome.confirmed);
+    let mut o = order(&n, "o-1", &[("1", "SKU-1", "2"), ("2", "SKU-2", "1")]);
+    o.cart_id = Some(n.n("cart-a"));
+    fail_between_skus(&r, &e, &n, &o).await;
+    e.release_cart(&n.n("ev-rel"), &n.n("cart-a"), None).await.unwrap();
+    rejected(&e.place_order(&o).await.unwrap().outcome);
+    assert_eq!(e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")].reserved, Qty::ZERO, "the released cart got its hold back");
+    // Nor one the cart replaced since and that is gone again.
+    let mut o2 = order(&n, "o-2", &[("1", "SKU-1", "2"), ("2", "SKU-2", "1")]);
+    o2.cart_id = Some(n.n("cart-a"));
+    e.set_level(&n.n("ev-back"), &n.n("SKU-2"), &n.n("eu-1"), q("5"), true).await.unwrap();
+    assert!(e.hold(&n.n("ev-ha2"), &n.n("cart-a"), &n.n("eu"), &n.n("SKU-1"), q("4"), None).await.unwrap().outcome.confirmed);
+    let rec = reservoir::store::keys::SkuKeys::new(&n.n("SKU-2")).order(&o2.order_id);
+    let _: () = redis::cmd("SET").arg(&rec).arg("not a hash").query(&mut r.conn()).unwrap();
+    assert!(e.place_order(&o2).await.is_err());
+    let _: () = redis::cmd("DEL").arg(&rec).query(&mut r.conn()).unwrap();
+    assert!(e.hold(&n.n("ev-ha3"), &n.n("cart-a"), &n.n("eu"), &n.n("SKU-1"), q("1"), None).await.unwrap().outcome.confirmed);
+    e.release_cart(&n.n("ev-rel2"), &n.n("cart-a"), Some(&[n.n("SKU-1")])).await.unwrap();
+    e.set_level(&n.n("ev-short2"), &n.n("SKU-2"), &n.n("eu-1"), q("0"), true).await.unwrap();
+    rejected(&e.place_order(&o2).await.unwrap().outcome);
+    assert_eq!(e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")].reserved, Qty::ZERO, "an old hold came back after the cart replaced and released it");
+}
+
+#[tokio::test]
+async fn early_shipments_and_credit_memos_whose_order_never_comes_are_dead_lettered() {
+    let r = RedisServer::start();
+    let (e, clock) = support::engine(&r.url).await;
+    let n = Names::new();
+    setup(&e, &n, "SKU-1", &[("eu-1", "10", true)]).await;
+    let s = Shipment {
+        shipment_id: n.n("s-1"),
+        order_id: n.n("o-1"),
+        location: n.n("eu-1"),
+        lines: vec![ShipmentLine { line_id: "1".into(), sku: n.n("SKU-1"), quantity: q("2") }],
+    };
+    let memo = CreditMemo {
+        credit_memo_id: n.n("cm-1"),
+        order_id: n.n("o-1"),
+        lines: vec![CreditLine { line_id: "1".into(), sku: n.n("SKU-1"), quantity: q("1"), back_to_stock: true, location: None }],
+    };
+    assert_eq!(e.ship(&s, Some("origin of s-1")).await.unwrap().outcome, vec![LineOutcome::Pending]);
+    assert_eq!(e.cancel_order(&n.n("ev-c"), &n.n("o-1"), Some(&[("1".into(), q("1"))])).await.unwrap().outcome, CancelOutcome::Pending);
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(e.credit(&memo, Some("origin of cm-1")).await.unwrap().outcome, vec![LineOutcome::Pending]);
+    let retention = e.config().order_retention;
+    let refused = |eff: &reservoir::store::Effect<usize>| eff.late_refusals.iter().map(|l| (l.origin.clone(), l.code)).collect::<Vec<_>>();
+    // Kept for the retention after the last of them.
+    clock.advance(retention - Duration::from_secs(60));
+    assert_eq!(refused(&e.sweep_holds(100).await.unwrap()), vec![]);
+    clock.advance(Duration::from_secs(120));
+    let want = vec![("origin of s-1".to_string(), "order_not_placed"), ("origin of cm-1".to_string(), "order_not_placed")];
+    let swept = e.sweep_holds(100).await.unwrap();
+    assert_eq!(refused(&swept), want, "an early shipment and credit memo whose order never came expire silently");
+    assert!(swept.late_refusals[0].message.contains("data.order_id"), "{}", swept.late_refusals[0].message);
+    // Until their dead letters are out, every sweep returns them again.
+    assert_eq!(refused(&e.sweep_holds(100).await.unwrap()), want);
+    e.forget_expired(&swept.late_refusals).await.unwrap();
+    assert_eq!(refused(&e.sweep_holds(100).await.unwrap()), vec![]);
+    // A placement after all that does not apply them (they were dead-lettered).
+    confirmed(&e.place_order(&order(&n, "o-1", &[("1", "SKU-1", "3")])).await.unwrap().outcome);
+    let lv = e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")];
+    assert_eq!((lv.on_hand, lv.reserved), (q("10"), q("3")));
+    // An order placed in time is not swept.
+    let s2 = Shipment { shipment_id: n.n("s-2"), order_id: n.n("o-2"), ..s.clone() };
+    assert_eq!(e.ship(&s2, Some("origin of s-2")).await.unwrap().outcome, vec![LineOutcome::Pending]);
+    confirmed(&e.place_order(&order(&n, "o-2", &[("1", "SKU-1", "2")])).await.unwrap().outcome);
+    clock.advance(retention + Duration::from_secs(60));
+    assert_eq!(refused(&e.sweep_holds(100).await.unwrap()), vec![]);
 }

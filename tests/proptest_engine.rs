@@ -4,7 +4,9 @@
 //! in `tests/model` (the oracle, written from CONTRACT.md and
 //! docs/ENGINE.md). After every step the outcomes must be equal and so must
 //! every sku's state (all but `version`); versions must never decrease and
-//! must move whenever the state does.
+//! must move whenever the state does; a confirmed order's key must expire
+//! exactly when the model says the order is settled (shipment and
+//! credit-memo lines may name skus the order does not have).
 //!
 //! One redis-server serves every case; each case starts from FLUSHALL (local
 //! server only) and uses names no other case uses. Run:
@@ -773,6 +775,17 @@ async fn run_case(ctx: &Ctx, case: &Case) -> Result<(), TestCaseError> {
                 }
             }
             last.insert(sku.clone(), got);
+        }
+        // A confirmed order's records expire once it is settled, and not
+        // before (shipment and credit-memo lines of other skus included).
+        for i in 0..ORDERS {
+            let Some(settled) = model.order_settled(&n.order(i)) else { continue };
+            let okey = reservoir::store::keys::order(&n.order(i)).0;
+            let ttl: i64 = redis::cmd("PTTL").arg(&okey).query_async(&mut ctx.engine.conn()).await.map_err(|e| fail(format!("PTTL {okey}: {e}"), &log))?;
+            if settled != (ttl > 0) {
+                let what = if settled { "settled, but its key does not expire" } else { "open, but its key expires" };
+                return Err(fail(format!("order{i} is {what} (PTTL {ttl})"), &log));
+            }
         }
         // What the call reported as a sku's final state is its state now.
         for (sku, after) in &reported {

@@ -52,8 +52,8 @@ pub async fn measure(engine: &Engine, redis_url: &str, duration: Duration, conne
                     let order = k.order(&format!("{run}-{c}-{n}"));
                     pipe.cmd("EVALSHA")
                         .arg(&sha)
-                        .arg(4)
-                        .arg(&[&k.inv, &k.holds, &k.hexp, &order])
+                        .arg(5)
+                        .arg(&[&k.inv, &k.holds, &k.hexp, &order, &k.consumed_hold("")])
                         .arg(&[now.as_str(), &retention, "", "1", "1", LOCATION, "1", "1", &one]);
                 }
                 pipe.query_async::<redis::Value>(&mut conn).await?;

@@ -69,7 +69,7 @@ impl Engine {
         args.push(locs.len().to_string());
         args.extend(locs);
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let v = self.scripts.hold.call(&mut self.conn.clone(), &[&k.inv, &k.holds, &k.hexp, &k.event(event_id)], &argv).await?;
+        let v = self.scripts.hold.call(&mut self.conn.clone(), &[&k.inv, &k.holds, &k.hexp, &k.event(event_id), &k.consumed_hold(cart_id)], &argv).await?;
         let r = Reply::sku("hold", v)?;
         let repeat = r.code == "dup";
         let outcome = HoldOutcome {
@@ -107,7 +107,7 @@ impl Engine {
             let v = self
                 .scripts
                 .hold_release
-                .call(&mut conn, &[&k.inv, &k.holds, &k.hexp, &k.event(event_id)], &[&self.now().to_string(), &self.idem_ttl(), cart_id])
+                .call(&mut conn, &[&k.inv, &k.holds, &k.hexp, &k.event(event_id), &k.consumed_hold(cart_id)], &[&self.now().to_string(), &self.idem_ttl(), cart_id])
                 .await?;
             let r = Reply::sku("hold_release", v)?;
             released += r.qty(0)?;
@@ -154,7 +154,10 @@ impl Engine {
 
     /// Releases holds that are due, up to `limit` skus per index shard, and
     /// returns their availability changes. Safe to run from every worker at
-    /// once. The outcome is the number of holds released.
+    /// once. The outcome is the number of holds released. Its
+    /// `late_refusals` are the shipments and credit memos whose order did not
+    /// come within the order retention (up to `limit` orders per shard): the
+    /// caller dead-letters them, then calls [`Engine::forget_expired`].
     pub async fn sweep_holds(&self, limit: usize) -> Result<Effect<usize>, StoreError> {
         let mut conn = self.conn.clone();
         let now = self.now();
@@ -188,6 +191,9 @@ impl Engine {
                 }
             }
         }
-        self.effect(released, changes).await
+        let late = self.expired_early_ops(limit, now).await?;
+        let mut e = self.effect(released, changes).await?;
+        e.late_refusals = late;
+        Ok(e)
     }
 }

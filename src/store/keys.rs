@@ -67,6 +67,14 @@ impl SkuKeys {
     pub fn order(&self, order_id: &str) -> String {
         format!("{}:o:{order_id}", self.prefix)
     }
+    /// Set while a cart's hold on this sku, turned into an order's
+    /// reservation, may still be given back by that order's compensation:
+    /// the order record's key, until the hold's expiry. A later hold or
+    /// release of the cart on the sku deletes it. Its name with an empty
+    /// cart id (an order without a cart) is never written.
+    pub fn consumed_hold(&self, cart_id: &str) -> String {
+        format!("{}:hc:{cart_id}", self.prefix)
+    }
 }
 
 /// The order key (decision, outcome, lines) and its pending-op list.
@@ -101,6 +109,13 @@ pub fn location_skus(location: &str) -> String {
 /// Skus a cart holds, for `cart.released` without a sku list.
 pub fn cart(cart_id: &str) -> String {
     format!("rv:cart:{{{}}}", tag(cart_id))
+}
+
+/// Orders with shipments or credit memos kept before their placement, by
+/// deadline (one zset per shard of [`hold_shard`] of the order id): the
+/// sweep dead-letters those whose order never came.
+pub fn early_index(shard: u32) -> String {
+    format!("rv:early:{{{shard}}}")
 }
 
 /// Shards of the hold-expiry index: one zset, generation hash and counter

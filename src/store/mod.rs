@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use channels::load as read_channels;
 pub use conn::Conn;
 pub use fence::Landed;
-pub use orders::{CancelOutcome, CreditLine, CreditMemo, OrderLine, PlaceOrder, Shipment, ShipmentLine};
+pub use orders::{ORDER_NOT_PLACED, CancelOutcome, CreditLine, CreditMemo, OrderLine, PlaceOrder, Shipment, ShipmentLine};
 
 use crate::domain::{updates, AvailabilityUpdate, SkuChange, SkuState};
 use crate::qty::Qty;
@@ -190,6 +190,8 @@ pub struct LateRefusal {
     pub origin: String,
     pub code: &'static str,
     pub message: String,
+    /// The order it was kept for.
+    pub order_id: String,
 }
 
 impl<T> Effect<T> {

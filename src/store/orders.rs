@@ -106,6 +106,33 @@ enum PendingOp {
     },
 }
 
+/// Dead-letter code of a shipment or credit memo kept for an order that did
+/// not arrive within the order retention.
+pub const ORDER_NOT_PLACED: &str = "order_not_placed";
+
+/// How long kept ops outlive their deadline, so that the sweep finds them
+/// (a sweep that does not run for this long lets them expire unreported).
+const EARLY_OP_GRACE_MS: u128 = 24 * 3600 * 1000;
+
+/// The dead letter of an op kept for `order_id`, whose order never came;
+/// None for a cancel (it has no effect without its order) and for an op
+/// kept before origins were stored (nothing to dead-letter from).
+fn expired_refusal(order_id: &str, op: &PendingOp) -> Option<LateRefusal> {
+    let (what, origin) = match op {
+        PendingOp::Ship { shipment, origin } => (format!("shipment {:?}", shipment.shipment_id), origin),
+        PendingOp::Credit { memo, origin } => (format!("credit memo {:?}", memo.credit_memo_id), origin),
+        PendingOp::Cancel { .. } => return None,
+    };
+    (!origin.is_empty()).then(|| LateRefusal {
+        origin: origin.clone(),
+        code: ORDER_NOT_PLACED,
+        message: format!(
+            "data.order_id: the {what} was kept for order {order_id:?}, whose order.placed did not arrive within the order retention, and was not applied; send the order.placed, then this event again with a new id"
+        ),
+        order_id: order_id.to_string(),
+    })
+}
+
 /// The order key's answer: decision state, stored outcome, line -> sku map,
 /// and queued ops.
 struct Decision {
@@ -117,6 +144,12 @@ struct Decision {
 }
 
 impl Decision {
+    /// Whether the decided order has lines of `sku`: only those can settle
+    /// it (a shipment or credit memo may name any sku).
+    fn has_sku(&self, sku: &str) -> bool {
+        self.lines.values().any(|s| s == sku)
+    }
+
     fn parse(v: redis::Value) -> Result<Decision, StoreError> {
         let f = reply::strings(&v).ok_or_else(|| StoreError::Reply("order_decide: unexpected reply shape".into()))?;
         if f.len() < 4 {
@@ -238,7 +271,8 @@ impl Engine {
             args.push(qarg(l.quantity));
         }
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let v = self.scripts.reserve.call(&mut self.conn.clone(), &[&k.inv, &k.holds, &k.hexp, &k.order(&o.order_id)], &argv).await?;
+        let consumed = k.consumed_hold(o.cart_id.as_deref().unwrap_or_default());
+        let v = self.scripts.reserve.call(&mut self.conn.clone(), &[&k.inv, &k.holds, &k.hexp, &k.order(&o.order_id), &consumed], &argv).await?;
         let r = Reply::sku("reserve", v)?;
         let repeat = r.code == "dup";
         let p = placement(&r, sku)?;
@@ -249,10 +283,11 @@ impl Engine {
     async fn abort_all(&self, o: &PlaceOrder, changes: &mut Changes) -> Result<(), StoreError> {
         for (sku, _) in by_sku(&o.lines) {
             let k = SkuKeys::new(&sku);
+            let consumed = k.consumed_hold(o.cart_id.as_deref().unwrap_or_default());
             let v = self
                 .scripts
                 .abort
-                .call(&mut self.conn.clone(), &[&k.inv, &k.holds, &k.hexp, &k.order(&o.order_id)], &[&self.now().to_string(), &self.order_ttl()])
+                .call(&mut self.conn.clone(), &[&k.inv, &k.holds, &k.hexp, &k.order(&o.order_id), &consumed], &[&self.now().to_string(), &self.order_ttl()])
                 .await?;
             let r = Reply::sku("abort", v)?;
             if let Ok(exp) = r.str(1)?.parse::<i64>() {
@@ -297,13 +332,21 @@ impl Engine {
             _ => self.try_place(o, &mut changes).await?,
         };
         let outcome = decision.outcome.clone().ok_or_else(|| StoreError::Reply(format!("order {:?} decided without an outcome", o.order_id)))?;
-        if decision.tag == "set" {
-            if let OrderOutcome::Confirmed { lines } = &outcome {
-                // Skus with nothing counted (tracking none) are settled from the start.
-                for (sku, _) in by_sku(&o.lines) {
-                    if lines.iter().filter(|l| l.sku == sku).all(|l| l.allocations.is_empty()) {
-                        self.settle(&o.order_id, &sku).await?;
-                    }
+        if let OrderOutcome::Confirmed { lines } = &outcome {
+            // Skus with nothing counted (tracking none) are settled from the
+            // start. On every answer, not only the deciding one: the attempt
+            // that decided may have died before settling, and settling again
+            // changes nothing. The skus of the decided lines: a repeat may
+            // carry other lines under the same order_id.
+            let mut skus: Vec<&str> = Vec::new();
+            for l in lines {
+                if !skus.contains(&l.sku.as_str()) {
+                    skus.push(&l.sku);
+                }
+            }
+            for sku in skus {
+                if lines.iter().filter(|l| l.sku == sku).all(|l| l.allocations.is_empty()) {
+                    self.settle(&o.order_id, sku).await?;
                 }
             }
         }
@@ -322,6 +365,7 @@ impl Engine {
         let locs = channels.get(&o.channel);
         let mut confirmed: BTreeMap<String, ConfirmedLine> = BTreeMap::new();
         let mut rejected: Option<Vec<RejectedLine>> = None;
+        let mut aborted = false;
         if locs.is_none() {
             rejected = Some(all_lines(o, RejectReason::UnknownChannel));
         } else {
@@ -337,12 +381,16 @@ impl Engine {
                         );
                         break;
                     }
-                    // Compensated by a concurrent attempt that was canceled first.
-                    Placement::Aborted => {
-                        rejected = Some(all_lines(o, RejectReason::Canceled));
-                        break;
-                    }
+                    // Compensated already: by an attempt that stopped at a
+                    // later sku, whose record keeps the reason (so read on:
+                    // a crash or a concurrent duplicate between the abort
+                    // and the decision must not lose it), or by one that
+                    // was canceled first.
+                    Placement::Aborted => aborted = true,
                 }
+            }
+            if rejected.is_none() && aborted {
+                rejected = Some(all_lines(o, RejectReason::Canceled));
             }
         }
         let outcome = match rejected {
@@ -382,13 +430,27 @@ impl Engine {
     async fn note(&self, order_id: &str, op_id: &str, whole_cancel: bool, op: &PendingOp) -> Result<Decision, StoreError> {
         let (okey, plist) = keys::order(order_id);
         let payload = serde_json::to_string(op).expect("serializable");
+        let retention = self.cfg.order_retention.as_millis().max(1);
+        let deadline = (self.now() as i128 + retention as i128).to_string();
+        let keep = (retention + EARLY_OP_GRACE_MS).to_string();
         let v = self
             .scripts
             .order_note
-            .call(&mut self.conn.clone(), &[&okey, &plist], &[&self.order_ttl(), op_id, if whole_cancel { "1" } else { "0" }, &payload])
+            .call(&mut self.conn.clone(), &[&okey, &plist], &[&self.order_ttl(), op_id, if whole_cancel { "1" } else { "0" }, &payload, &deadline, &keep])
             .await?;
         let f = reply::strings(&v).ok_or_else(|| StoreError::Reply("order_note: unexpected reply".into()))?;
         let [state, out, lines] = f.as_slice() else { return Err(StoreError::Reply("order_note: short reply".into())) };
+        if state == "pending" {
+            // Another slot: a crash before this leaves the op unindexed, but
+            // its event's offset is not committed, so its redelivery indexes it.
+            redis::cmd("ZADD")
+                .arg(keys::early_index(keys::hold_shard(order_id)))
+                .arg("GT")
+                .arg(&deadline)
+                .arg(order_id)
+                .query_async::<()>(&mut self.conn.clone())
+                .await?;
+        }
         Ok(Decision {
             tag: state.clone(),
             state: state.clone(),
@@ -411,7 +473,7 @@ impl Engine {
             PendingOp::Ship { shipment, origin } => (self.ship_decided(shipment, d, changes).await?, origin),
             PendingOp::Credit { memo, origin } => (self.credit_decided(memo, d, changes).await?, origin),
         };
-        Ok(refusal(&lines).map(|(code, message)| LateRefusal { origin: origin.clone(), code, message }))
+        Ok(refusal(&lines).map(|(code, message)| LateRefusal { origin: origin.clone(), code, message, order_id: order_id.to_string() }))
     }
 
     /// `order.canceled`: releases what the order still has reserved (all of
@@ -531,7 +593,7 @@ impl Engine {
                     ),
                 }
             });
-            if r.str(2)? == "1" && d.state == "confirmed" {
+            if r.str(2)? == "1" && d.state == "confirmed" && d.has_sku(&l.sku) {
                 self.settle(&s.order_id, &l.sku).await?;
             }
             let repeat = r.code == "dup";
@@ -598,13 +660,81 @@ impl Engine {
                     ),
                 }
             });
-            if r.str(3)? == "1" && d.state == "confirmed" {
+            if r.str(3)? == "1" && d.state == "confirmed" && d.has_sku(&l.sku) {
                 self.settle(&c.order_id, &l.sku).await?;
             }
             let repeat = r.code == "dup";
             changes.add_reply(&l.sku, r, repeat);
         }
         Ok(out)
+    }
+    /// Shipments and credit memos kept for an order that has not come by
+    /// their deadline (the last kept op's arrival + the order retention):
+    /// one refusal each, to dead-letter. They stay kept, and every sweep
+    /// returns them again, until [`Engine::forget_expired`] is told that
+    /// their dead letters are out.
+    pub(super) async fn expired_early_ops(&self, limit: usize, now: i64) -> Result<Vec<LateRefusal>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut out = Vec::new();
+        for shard in 0..keys::HOLD_SHARDS {
+            let ix = keys::early_index(shard);
+            let due: Vec<String> = redis::cmd("ZRANGEBYSCORE").arg(&ix).arg("-inf").arg(now).arg("LIMIT").arg(0).arg(limit).query_async(&mut conn).await?;
+            for order_id in due {
+                let (okey, plist) = keys::order(&order_id);
+                let v = self.scripts.order_expire.call(&mut conn, &[&okey, &plist], &["peek", &now.to_string()]).await?;
+                let f = reply::strings(&v).ok_or_else(|| StoreError::Reply("order_expire: unexpected reply".into()))?;
+                if f.first().map(String::as_str) == Some("due") {
+                    // An op unreadable here could not be applied either: skipped, not retried forever.
+                    let found: Vec<LateRefusal> = f[1..]
+                        .iter()
+                        .filter_map(|p| serde_json::from_str::<PendingOp>(p).ok())
+                        .filter_map(|op| expired_refusal(&order_id, &op))
+                        .collect();
+                    if found.is_empty() {
+                        self.forget_order(&order_id, now).await?;
+                    }
+                    out.extend(found);
+                } else {
+                    self.reindex_early(&order_id, &f, now).await?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// After the dead letters of [`Engine::sweep_holds`]'s `late_refusals`
+    /// were acknowledged: forgets the kept ops they came from, so they are
+    /// not dead-lettered again (an op kept since, for the same order, moves
+    /// its deadline on and stays).
+    pub async fn forget_expired(&self, refused: &[LateRefusal]) -> Result<(), StoreError> {
+        let now = self.now();
+        let orders: std::collections::BTreeSet<&str> = refused.iter().filter(|r| r.code == ORDER_NOT_PLACED).map(|r| r.order_id.as_str()).collect();
+        for order_id in orders {
+            self.forget_order(order_id, now).await?;
+        }
+        Ok(())
+    }
+
+    async fn forget_order(&self, order_id: &str, now: i64) -> Result<(), StoreError> {
+        let (okey, plist) = keys::order(order_id);
+        let v = self.scripts.order_expire.call(&mut self.conn.clone(), &[&okey, &plist], &["forget", &now.to_string()]).await?;
+        let f = reply::strings(&v).ok_or_else(|| StoreError::Reply("order_expire: unexpected reply".into()))?;
+        self.reindex_early(order_id, &f, now).await
+    }
+
+    /// Moves an order in the early-op index to its deadline, or drops it
+    /// when nothing is kept for it any more.
+    async fn reindex_early(&self, order_id: &str, f: &[String], now: i64) -> Result<(), StoreError> {
+        let ix = keys::early_index(keys::hold_shard(order_id));
+        match (f.first().map(String::as_str), f.get(1)) {
+            (Some("later"), Some(dl)) if !dl.is_empty() => {
+                redis::cmd("ZADD").arg(&ix).arg("GT").arg(dl).arg(order_id).query_async::<()>(&mut self.conn.clone()).await?;
+            }
+            _ => {
+                self.scripts.early_unindex.call(&mut self.conn.clone(), &[&ix], &[order_id, &now.to_string()]).await?;
+            }
+        }
+        Ok(())
     }
 }
 

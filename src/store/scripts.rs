@@ -41,6 +41,8 @@ pub struct Scripts {
     pub hold_index: Lua,
     pub hold_unindex: Lua,
     pub avail_fence: Lua,
+    pub order_expire: Lua,
+    pub early_unindex: Lua,
 }
 
 impl Scripts {
@@ -65,10 +67,12 @@ impl Scripts {
             hold_index: plain_script!("hold_index"),
             hold_unindex: plain_script!("hold_unindex"),
             avail_fence: plain_script!("avail_fence"),
+            order_expire: plain_script!("order_expire"),
+            early_unindex: plain_script!("early_unindex"),
         }
     }
 
-    pub fn all(&self) -> [&Lua; 19] {
+    pub fn all(&self) -> [&Lua; 21] {
         [
             &self.item_configure,
             &self.level_set,
@@ -89,6 +93,8 @@ impl Scripts {
             &self.hold_index,
             &self.hold_unindex,
             &self.avail_fence,
+            &self.order_expire,
+            &self.early_unindex,
         ]
     }
 }

@@ -203,6 +203,14 @@ impl Processor {
         }
     }
 
+    /// The dead letter of a shipment or credit memo whose order never came.
+    fn expired_dead_letter(&self, late: &LateRefusal) -> Option<Out> {
+        let o = apply::Origin::decode(&late.origin).ok()?;
+        tracing::warn!(topic = o.topic, partition = o.partition, offset = o.offset, code = late.code, "dead letter (its order never came): {}", late.message);
+        metrics::counter!(M::DEAD_LETTERED, "topic" => o.topic.clone(), "code" => late.code).increment(1);
+        Some(o.dead_letter(&self.cfg.topics.dead_letter, late.code, &late.message))
+    }
+
     /// Counts availability published, and each input's latency from its
     /// Kafka timestamp to its outputs being acknowledged.
     fn record_published(&self, outs: &[Out], msgs: &[OwnedMessage]) {
@@ -256,6 +264,12 @@ impl Processor {
     /// Releases due holds and publishes their availability.
     pub async fn sweep(&self, stop: &watch::Receiver<bool>) -> Result<usize, WorkerError> {
         let eff = with_redis("the hold sweep", stop, || self.engine.sweep_holds(1000)).await?;
+        if !eff.late_refusals.is_empty() {
+            // Kept for an order that never came: dead-lettered, and forgotten only once acknowledged.
+            let dead: Vec<Out> = eff.late_refusals.iter().filter_map(|l| self.expired_dead_letter(l)).collect();
+            self.publisher.send_all(&dead, stop).await?;
+            with_redis("forgetting expired early events", stop, || self.engine.forget_expired(&eff.late_refusals)).await?;
+        }
         if eff.outcome > 0 {
             let mut c = Coalesced::default();
             c.add(eff.updates, apply::HOLD_EXPIRY_CAUSE);

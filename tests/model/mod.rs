@@ -379,6 +379,19 @@ impl Model {
 
     // ----- observation -------------------------------------------------
 
+    /// For a confirmed order: whether it is settled, i.e. none of its skus
+    /// has anything left reserved for it (ENGINE.md, retention: its records
+    /// expire then, and not before). Lines of other skus never count. None
+    /// for an order that is not confirmed.
+    pub fn order_settled(&self, order_id: &str) -> Option<bool> {
+        let OrderState::Decided { confirmed: true, lines, .. } = &self.orders.get(order_id)?.state else { return None };
+        let skus: BTreeSet<&String> = lines.values().collect();
+        Some(skus.into_iter().all(|sku| match self.recs.get(&(order_id.to_string(), sku.clone())).map(|r| &r.placement) {
+            Some(Placement::Reserved { lines, .. }) => lines.values().all(|l| alloc_sum(&l.alloc) == Qty::ZERO),
+            _ => true,
+        }))
+    }
+
     /// The sku's state as `Engine::sku_state` returns it, version 0.
     pub fn sku_state(&self, sku: &str) -> SkuState {
         self.skus.get(sku).map(Sku::state).unwrap_or_default()
@@ -791,7 +804,13 @@ impl Model {
                     release_line(s, rec, l, n);
                 }
                 if let Some((cart, h)) = hold {
-                    if h.expires_ms > now && !s.holds.contains_key(&cart) {
+                    // Given back only where it fits (ENGINE.md, Orders): at
+                    // each of its locations, on_hand - reserved covers it.
+                    let fits = h.alloc.iter().all(|(loc, q)| s.levels.get(loc).is_some_and(|l| l.on_hand - l.reserved >= *q));
+                    if !fits {
+                        hit("cart hold not given back: it no longer fits");
+                    }
+                    if h.expires_ms > now && fits && !s.holds.contains_key(&cart) {
                         hit("cart hold given back by compensation");
                         s.add_reserved(&h.alloc, 1);
                         s.holds.insert(cart, h);

@@ -471,6 +471,7 @@ async fn levels_past_the_largest_quantity_are_refused_before_any_write() {
     e.adjust_level(&n.n("ev-a2"), &n.n("SKU-1"), &n.n("eu-1"), q("-1")).await.unwrap().outcome.unwrap();
     e.set_level(&n.n("ev-l3"), &n.n("SKU-1"), &n.n("eu-2"), q("1"), true).await.unwrap();
     assert_eq!(available(&e, &n, "SKU-1").await, Qty::MAX);
+}
 
 /// The remaining time to live of a key in ms (-1: none, -2: no such key).
 fn pttl(r: &RedisServer, key: &str) -> i64 {

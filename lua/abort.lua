@@ -41,7 +41,7 @@ if st == 'r' and #h > 0 then
   if mine then redis.call('DEL', consumed) end
   if hexp_ms > now and mine and fits and not redis.call('HGET', holds, cart) then
     apply_alloc(inv, t, alloc, 1)
-    redis.call('HSET', holds, cart, join({ hq, h[3], alloc_str(alloc_parse(h, 4)) }))
+    redis.call('HSET', holds, cart, join({ hq, h[3], alloc_str(alloc) }))
     redis.call('ZADD', hexp, h[3], cart)
     redis.call('HSET', orec, 'rh', h[3])
     restored = h[3]

@@ -27,12 +27,7 @@ if h + delta < 0 then
   remember(ekey, { 'neg', I(h) }, ttl)
   return { 'neg', { I(h) }, before, redis.call('HGETALL', inv) }
 end
--- The sum over locations bounds every total computed from this hash.
-local total = h + delta
-for f, v in pairs(t) do
-  if f ~= 'h:' .. loc and string.sub(f, 1, 2) == 'h:' then total = total + tonumber(v) end
-end
-if total > 100000000000000 then
+if over_max(t, loc, h + delta) then
   if expired > 0 then bump(inv) end
   remember(ekey, { 'big', I(h) }, ttl)
   return { 'big', { I(h) }, before, redis.call('HGETALL', inv) }

@@ -14,11 +14,7 @@ if ARGV[5] ~= '0' and ARGV[5] ~= '1' then return error('reservoir: in_stock must
 
 local t, before = load(inv)
 -- Checked before anything is written; a repeat of an applied level passes it.
-local total = on_hand
-for f, v in pairs(t) do
-  if f ~= 'h:' .. loc and string.sub(f, 1, 2) == 'h:' then total = total + tonumber(v) end
-end
-if total > 100000000000000 and redis.call('EXISTS', ekey) == 0 then
+if over_max(t, loc, on_hand) and redis.call('EXISTS', ekey) == 0 then
   return { 'big', {}, before, before }
 end
 local expired = expire_holds(inv, holds, hexp, t, now)

@@ -83,6 +83,17 @@ local function hnum(t, f)
   return tonumber(t[f] or '0')
 end
 
+-- Whether on hand `h` at `loc` would take the sku's on hand over all its
+-- locations past Qty::MAX (10^10 units, 10^14 raw). That sum bounds every
+-- total computed from the hash, and below it Lua's doubles are exact.
+local function over_max(t, loc, h)
+  local total = h
+  for f, v in pairs(t) do
+    if f ~= 'h:' .. loc and string.sub(f, 1, 2) == 'h:' then total = total + tonumber(v) end
+  end
+  return total > 100000000000000
+end
+
 -- cfg = tracking US bo_enabled US bo_limit US po_enabled US po_limit US oos US low
 local function cfg(t)
   local c = split(t['cfg'] or 'q\31' .. '0\31\31' .. '0\31\31' .. '0\31')

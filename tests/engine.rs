@@ -598,17 +598,24 @@ async fn fail_between_skus(r: &RedisServer, e: &Engine, n: &Names, o: &PlaceOrde
     e.set_level(&n.n("ev-short"), &n.n("SKU-2"), &n.n("eu-1"), q("0"), true).await.unwrap();
 }
 
+/// cart-a holds 8 of SKU-1's 10, then checks out 2 of SKU-1 and 1 of SKU-2
+/// (5 on hand); the placement stops between the skus (`fail_between_skus`).
+async fn cart_order_stopped_between_skus(r: &RedisServer, e: &Engine, n: &Names) -> PlaceOrder {
+    setup(e, n, "SKU-1", &[("eu-1", "10", true)]).await;
+    setup(e, n, "SKU-2", &[("eu-1", "5", true)]).await;
+    assert!(e.hold(&n.n("ev-ha"), &n.n("cart-a"), &n.n("eu"), &n.n("SKU-1"), q("8"), None).await.unwrap().outcome.confirmed);
+    let mut o = order(n, "o-1", &[("1", "SKU-1", "2"), ("2", "SKU-2", "1")]);
+    o.cart_id = Some(n.n("cart-a"));
+    fail_between_skus(r, e, n, &o).await;
+    o
+}
+
 #[tokio::test]
 async fn an_aborted_order_gives_back_a_hold_only_where_it_fits() {
     let r = RedisServer::start();
     let (e, _) = support::engine(&r.url).await;
     let n = Names::new();
-    setup(&e, &n, "SKU-1", &[("eu-1", "10", true)]).await;
-    setup(&e, &n, "SKU-2", &[("eu-1", "5", true)]).await;
-    assert!(e.hold(&n.n("ev-ha"), &n.n("cart-a"), &n.n("eu"), &n.n("SKU-1"), q("8"), None).await.unwrap().outcome.confirmed);
-    let mut o = order(&n, "o-1", &[("1", "SKU-1", "2"), ("2", "SKU-2", "1")]);
-    o.cart_id = Some(n.n("cart-a"));
-    fail_between_skus(&r, &e, &n, &o).await;
+    let o = cart_order_stopped_between_skus(&r, &e, &n).await;
     // Meanwhile cart-b takes the units cart-a's hold had.
     assert!(e.hold(&n.n("ev-hb"), &n.n("cart-b"), &n.n("eu"), &n.n("SKU-1"), q("8"), None).await.unwrap().outcome.confirmed);
     rejected(&e.place_order(&o).await.unwrap().outcome);
@@ -624,12 +631,7 @@ async fn an_aborted_order_gives_back_no_hold_the_cart_released() {
     let r = RedisServer::start();
     let (e, _) = support::engine(&r.url).await;
     let n = Names::new();
-    setup(&e, &n, "SKU-1", &[("eu-1", "10", true)]).await;
-    setup(&e, &n, "SKU-2", &[("eu-1", "5", true)]).await;
-    assert!(e.hold(&n.n("ev-ha"), &n.n("cart-a"), &n.n("eu"), &n.n("SKU-1"), q("8"), None).await.unwrap().outcome.confirmed);
-    let mut o = order(&n, "o-1", &[("1", "SKU-1", "2"), ("2", "SKU-2", "1")]);
-    o.cart_id = Some(n.n("cart-a"));
-    fail_between_skus(&r, &e, &n, &o).await;
+    let o = cart_order_stopped_between_skus(&r, &e, &n).await;
     e.release_cart(&n.n("ev-rel"), &n.n("cart-a"), None).await.unwrap();
     rejected(&e.place_order(&o).await.unwrap().outcome);
     assert_eq!(e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")].reserved, Qty::ZERO, "the released cart got its hold back");

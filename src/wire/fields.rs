@@ -3,13 +3,13 @@
 
 use serde_json::{Map, Value};
 
+use crate::qty::Qty;
+
 /// Most entries in any list of an input event (lines, skus, locations). The
 /// largest output an event can cause (a confirmed result naming every
 /// line's allocations, or a dead letter quoting it) then stays well inside
 /// Kafka's default 1 MB message size, so every event gets its answer.
 pub const MAX_LIST: usize = 500;
-
-use crate::qty::Qty;
 
 /// A field-level problem: the path and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]

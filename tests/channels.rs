@@ -54,6 +54,25 @@ async fn a_redelivered_channel_change_republishes_skus_left_only_at_removed_loca
     assert!(up.version > before, "the recomputed availability must be newer than the one before the change ({} <= {before})", up.version);
 }
 
+/// A replay long after the change (a sku stocked at the channel's location
+/// since) changes nothing: the change had recomputed every sku it found,
+/// and the sku stocked later was published by its own level.
+#[tokio::test]
+async fn a_replayed_channel_change_bumps_no_sku_stocked_after_it() {
+    let r = RedisServer::start();
+    let (e, _) = support::engine(&r.url).await;
+    let u = uid();
+    let (ch, a, sku) = (format!("ch-{u}"), format!("A-{u}"), format!("S-{u}"));
+    e.configure_channel(&format!("c1-{u}"), &ch, &[a.clone()]).await.unwrap();
+    e.set_level(&format!("l1-{u}"), &sku, &a, units(5), true).await.unwrap();
+    let before = e.sku_state(&sku).await.unwrap().version;
+    let replayed = e.configure_channel(&format!("c1-{u}"), &ch, &[a.clone()]).await.unwrap();
+    assert_eq!(e.sku_state(&sku).await.unwrap().version, before, "a replay bumped the sku's version");
+    if let Some(up) = update(&replayed.updates, &ch, &sku) {
+        assert_eq!(up.version, before, "{up:?}");
+    }
+}
+
 /// Two workers: one changes the channel, the other, whose channel list
 /// was read just before, applies an event of a sku at once: its
 /// availability is over the new locations.

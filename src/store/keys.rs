@@ -94,6 +94,13 @@ pub fn channel_event(event_id: &str) -> String {
     format!("rv:ch:{{ch}}:e:{event_id}")
 }
 
+/// Set once a channel event's recompute touched every sku it found: a
+/// replay then bumps none (skus stocked since were published by their own
+/// levels), while a redelivery after a crash mid-recompute bumps the rest.
+pub fn channel_event_done(event_id: &str) -> String {
+    format!("rv:ch:{{ch}}:e:{event_id}:done")
+}
+
 /// The set of all channel names.
 pub const CHANNELS: &str = "rv:ch:{ch}";
 

@@ -44,10 +44,14 @@ impl Engine {
         let v = self
             .scripts
             .channel_set
-            .call(&mut conn, &[&keys::channel(channel), keys::CHANNELS, &keys::channel_event(event_id), keys::CHANNEL_GENERATION], &[channel, &json, &self.idem_ttl(), &uuid::Uuid::new_v4().simple().to_string()])
+            .call(
+                &mut conn,
+                &[&keys::channel(channel), keys::CHANNELS, &keys::channel_event(event_id), keys::CHANNEL_GENERATION, &keys::channel_event_done(event_id)],
+                &[channel, &json, &self.idem_ttl(), &uuid::Uuid::new_v4().simple().to_string()],
+            )
             .await?;
         let f = reply::strings(&v).ok_or_else(|| StoreError::Reply("channel_set: unexpected reply".into()))?;
-        let [_, before, now] = f.as_slice() else { return Err(StoreError::Reply("channel_set: short reply".into())) };
+        let [_, before, now, done] = f.as_slice() else { return Err(StoreError::Reply("channel_set: short reply".into())) };
         let list = |json: &str| -> Result<Vec<String>, StoreError> {
             if json.is_empty() {
                 return Ok(Vec::new());
@@ -76,12 +80,15 @@ impl Engine {
                 let k = SkuKeys::new(&sku);
                 let now = self.now().to_string();
                 let ttl = self.idem_ttl();
-                let v = self.scripts.touch.call(&mut self.conn.clone(), &[&k.inv, &k.holds, &k.hexp, &k.event(event_id)], &[&now, &ttl]).await?;
+                let v = self.scripts.touch.call(&mut self.conn.clone(), &[&k.inv, &k.holds, &k.hexp, &k.event(event_id)], &[&now, &ttl, done]).await?;
                 Ok::<_, StoreError>((sku, Reply::sku("touch", v)?))
             })
             .buffer_unordered(FAN_OUT)
             .try_collect()
             .await?;
+        if done != "1" {
+            redis::cmd("SET").arg(keys::channel_event_done(event_id)).arg("1").arg("PX").arg(self.idem_ttl()).query_async::<()>(&mut conn).await?;
+        }
 
         let mut changes = Changes::default();
         let mut ups = Vec::new();

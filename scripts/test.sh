@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 # The optional Docker-based harness must keep compiling even where no
-# Docker engine runs.
-cargo check --quiet --tests --features testcontainers
+# Docker engine runs. In the release profile, so librdkafka's C build (a
+# build script's output, shared by check and build) is done once, not
+# twice: 1m40 instead of 3m30 on a fresh 2-core machine.
+cargo check --release --quiet --tests --features testcontainers
 cargo test --release

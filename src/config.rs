@@ -117,6 +117,9 @@ pub struct Config {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// A contract broken on purpose, for the soak's proof that it can fail.
     pub sabotage: Option<Sabotage>,
+    /// SIGUSR1 kills the worker between a batch's effect and its outputs
+    /// (the soak's deterministic crash).
+    pub crash_point: bool,
 }
 
 /// Ways to break the worker on purpose, so `reservoir soak` can show that
@@ -162,6 +165,7 @@ impl Config {
             kafka_consumer_options: BTreeMap::new(),
             metrics_addr: None,
             sabotage: None,
+            crash_point: false,
         }
     }
 }
@@ -234,6 +238,9 @@ pub struct Settings {
     /// Breaks the worker on purpose (for `reservoir soak`'s own tests only).
     #[arg(long, env = "RESERVOIR_SABOTAGE", value_enum, hide = true)]
     pub sabotage: Option<Sabotage>,
+    /// SIGUSR1 kills the worker mid-batch (for `reservoir soak`'s own tests only).
+    #[arg(long, env = "RESERVOIR_CRASH_POINT", hide = true)]
+    pub crash_point: bool,
 }
 
 /// The file form of [`Settings`].
@@ -357,6 +364,7 @@ impl Settings {
         c.kafka_consumer_options =
             options(file.kafka_consumer_options, &self.kafka_consumer_options, "--kafka-consumer-option / RESERVOIR_KAFKA_CONSUMER_OPTIONS", "client.rack=eu-1a")?;
         c.sabotage = self.sabotage;
+        c.crash_point = self.crash_point;
         let names: Vec<&str> = c.topics.all().to_vec();
         for (i, n) in names.iter().enumerate() {
             if n.is_empty() || names[..i].contains(n) {

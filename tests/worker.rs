@@ -262,3 +262,42 @@ async fn expired_holds_are_swept_and_published() {
     assert_eq!(latest(&avail.seen)[&key]["caused_by"], "reservoir.hold-expiry");
     worker.stop().await;
 }
+
+/// A reply the worker cannot read (its own bug, or its keys in Redis
+/// changed by something else) stops the worker with an error naming the
+/// message, without storing its offset: the event is not blamed and set
+/// aside as invalid_data, and once the record is repaired it is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_record_in_redis_stops_the_worker_and_dead_letters_nothing() {
+    let stack = Stack::start().await;
+    let cfg = config(&stack.bootstrap, &stack.redis_url, 1).await;
+    let t = cfg.topics.clone();
+    let worker = InProcess::start(cfg.clone());
+    let p = producer(&stack.bootstrap);
+    let u = uid();
+    let (sku, ch, order) = (format!("SKU-{u}"), format!("ch-{u}"), format!("o-{u}"));
+    send(&p, &t.stock, &ch, &event("u1", "inventory.channel.configured", json!({"channel": ch, "locations": ["l1"]}))).await;
+    send(&p, &t.stock, &sku, &event("u2", "inventory.level.set", json!({"sku": sku, "location": "l1", "on_hand": 10}))).await;
+    let place = event("u3", "order.placed", json!({"order_id": order, "channel": ch, "lines": [{"line_id": "1", "sku": sku, "quantity": 3}]}));
+    send(&p, &t.orders, &order, &place).await;
+    let mut results = Reader::new(&stack.bootstrap, &t.reservations);
+    results.until(T, "the order's result", |s| s.len() >= 1).await;
+
+    let mut redis = redis::Client::open(stack.redis_url.as_str()).unwrap().get_connection().unwrap();
+    let okey = format!("rv:o:{{{order}}}");
+    let kept: String = redis::cmd("HGET").arg(&okey).arg("out").query(&mut redis).unwrap();
+    let () = redis::cmd("HSET").arg(&okey).arg("out").arg("{not json").query(&mut redis).unwrap();
+    // A redelivery reads the stored outcome back.
+    send(&p, &t.orders, &order, &place).await;
+    let e = worker.ended(T).await.expect_err("the worker stops on a reply it cannot read");
+    let text = e.to_string();
+    assert!(text.contains(&t.orders) && text.contains("offset 1") && text.contains("outcome"), "the error names the message and what was unreadable: {text}");
+
+    let () = redis::cmd("HSET").arg(&okey).arg("out").arg(&kept).query(&mut redis).unwrap();
+    let again = InProcess::start(cfg.clone());
+    results.until(T, "the redelivery's result, once the record is repaired", |s| s.len() >= 2).await;
+    again.stop().await;
+    assert_eq!(results.seen[1].value["type"], "inventory.reservation.confirmed");
+    let mut dlq = Reader::new(&stack.bootstrap, &t.dead_letter);
+    assert!(dlq.drain(Duration::from_secs(2)).await.is_empty(), "nothing was dead-lettered: {:?}", dlq.seen.iter().map(|r| &r.value).collect::<Vec<_>>());
+}

@@ -208,7 +208,10 @@ pub fn command(exe: &Path, cfg: &Config, subcommand: &str) -> Command {
     cmd.env("RESERVOIR_BATCH_SIZE", cfg.batch_size.to_string());
     cmd.env("RESERVOIR_SWEEP_INTERVAL_MS", cfg.sweep_interval.as_millis().to_string());
     cmd.env("RESERVOIR_METRICS_ADDR", cfg.metrics_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()));
-    cmd.env_remove("RESERVOIR_SABOTAGE");
+    cmd.env_remove("RESERVOIR_SABOTAGE").env_remove("RESERVOIR_CRASH_POINT");
+    if cfg.crash_point {
+        cmd.env("RESERVOIR_CRASH_POINT", "true");
+    }
     if let Some(s) = cfg.sabotage {
         cmd.env("RESERVOIR_SABOTAGE", s.name());
     }

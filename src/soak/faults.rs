@@ -19,10 +19,15 @@ const SESSION: Duration = Duration::from_secs(10);
 /// partitions away before it wakes up.
 const FREEZE: Duration = Duration::from_secs(SESSION.as_secs() + 3);
 
+/// How long an armed crash point may wait for a batch with outputs.
+const CRASH_WAIT: Duration = Duration::from_secs(30);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Fault {
     #[value(name = "worker-kill")]
     KillWorker,
+    #[value(name = "worker-crash")]
+    CrashWorker,
     #[value(name = "worker-stop")]
     FreezeWorker,
     #[value(name = "redis-kill")]
@@ -34,11 +39,12 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 5] = [Fault::KillWorker, Fault::FreezeWorker, Fault::KillRedis, Fault::ScriptFlush, Fault::KillLeader];
+    pub const ALL: [Fault; 6] = [Fault::KillWorker, Fault::CrashWorker, Fault::FreezeWorker, Fault::KillRedis, Fault::ScriptFlush, Fault::KillLeader];
 
     pub fn name(self) -> &'static str {
         match self {
             Fault::KillWorker => "worker kill -9",
+            Fault::CrashWorker => "worker crash after effect",
             Fault::FreezeWorker => "worker SIGSTOP",
             Fault::KillRedis => "redis kill -9",
             Fault::ScriptFlush => "SCRIPT FLUSH",
@@ -54,6 +60,15 @@ impl Fault {
                 // Restarted at once: the group expires the dead member
                 // after its session and rebalances by itself.
                 stack.kill_worker(worker);
+                stack.start_worker(cfg, worker)?;
+            }
+            Fault::CrashWorker => {
+                // SIGUSR1 arms the worker's crash point: it kills itself
+                // once a batch's effects are applied and its outputs are
+                // not yet published (the window a kill -9 hits by chance).
+                if !tokio::task::block_in_place(|| stack.crash_worker(worker, CRASH_WAIT)) {
+                    tracing::warn!(worker, "no batch reached the crash point within {CRASH_WAIT:?}; killed with kill -9 instead");
+                }
                 stack.start_worker(cfg, worker)?;
             }
             Fault::FreezeWorker => {

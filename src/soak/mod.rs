@@ -205,6 +205,7 @@ pub async fn run(args: SoakArgs) -> Result<SoakReport, SoakError> {
     cfg.max_message_bytes = 4096;
     cfg.sweep_interval = Duration::from_millis(500);
     cfg.sabotage = args.sabotage;
+    cfg.crash_point = true;
     crate::kafka::create_topics(&cfg, 3, stack::KAFKA_NODES as i32).await?;
     for i in 0..args.workers {
         stack.start_worker(&cfg, i)?;

@@ -70,6 +70,27 @@ impl Stack {
         }
     }
 
+    /// SIGUSR1 to worker `i` (started with its crash point), then waits up
+    /// to `wait` for it to kill itself mid-batch; false if it did not (it
+    /// is killed with kill -9 then). Either way it is gone after.
+    pub fn crash_worker(&mut self, i: usize, wait: Duration) -> bool {
+        let Some(slot) = self.workers.get_mut(i) else { return false };
+        let Some(w) = slot.as_mut() else { return false };
+        signal(w, libc::SIGUSR1);
+        let start = std::time::Instant::now();
+        let crashed = loop {
+            if w.child.try_wait().ok().flatten().is_some() {
+                break true;
+            }
+            if start.elapsed() > wait {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        kill9(slot);
+        crashed
+    }
+
     pub fn freeze_worker(&self, i: usize, on: bool) {
         if let Some(Some(w)) = self.workers.get(i) {
             signal(w, if on { libc::SIGSTOP } else { libc::SIGCONT });

@@ -56,6 +56,13 @@ impl StoreError {
         matches!(self, StoreError::Unavailable(_))
     }
 
+    /// A reply we cannot read or a setting we cannot use: a bug in
+    /// reservoir or its keys changed by something else, never the input's
+    /// fault, so the event must not be dead-lettered for it.
+    pub fn is_bug(&self) -> bool {
+        matches!(self, StoreError::Reply(_) | StoreError::Config(_))
+    }
+
     fn from_script(script: &'static str, e: redis::RedisError) -> StoreError {
         if transient(&e) {
             StoreError::Unavailable(e)

@@ -1,7 +1,7 @@
 //! Applying one decoded event through the engine, and the messages it
 //! causes: results, dead letters and availability updates.
 
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::{Message as _, OwnedMessage};
 use tokio::sync::watch;
 
 use super::batch::with_redis;
@@ -78,9 +78,13 @@ fn count_reservation(o: &crate::domain::OrderOutcome) {
 }
 
 /// Applies one event, retrying while Redis is unavailable. An error the
-/// engine says retrying cannot fix dead-letters the event (`invalid_data`).
+/// engine says retrying cannot fix dead-letters the event (`invalid_data`),
+/// unless it is our own (a reply we cannot read): that stops the worker.
 pub async fn apply(engine: &Engine, cfg: &Config, m: &OwnedMessage, ev: &InputEvent, stop: &watch::Receiver<bool>) -> Result<Applied, WorkerError> {
     match apply_once(engine, cfg, m, ev, stop).await {
+        Err(WorkerError::Store(error)) if error.is_bug() => {
+            Err(WorkerError::Bug { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset(), kind: ev.kind, error })
+        }
         Err(WorkerError::Store(e)) if !e.is_retryable() => Ok(Applied {
             outs: Vec::new(),
             updates: Vec::new(),

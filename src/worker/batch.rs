@@ -12,6 +12,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use super::apply::{self, Applied};
+use super::crash_point::CrashPoint;
 use super::WorkerError;
 use crate::config::Config;
 use crate::metrics as M;
@@ -48,6 +49,7 @@ pub struct Processor {
     cfg: Config,
     engine: Engine,
     publisher: Arc<Publisher>,
+    crash: Option<CrashPoint>,
 }
 
 /// The latest availability per (channel, sku) in a batch, published if any
@@ -114,8 +116,8 @@ where
 }
 
 impl Processor {
-    pub fn new(cfg: Config, engine: Engine, publisher: Arc<Publisher>) -> Processor {
-        Processor { cfg, engine, publisher }
+    pub fn new(cfg: Config, engine: Engine, publisher: Arc<Publisher>, crash: Option<CrashPoint>) -> Processor {
+        Processor { cfg, engine, publisher, crash }
     }
 
     pub async fn process(&self, msgs: &[OwnedMessage], stop: &watch::Receiver<bool>) -> Result<TopicPartitionList, WorkerError> {
@@ -177,6 +179,9 @@ impl Processor {
         outs.extend(coalesced.into_outs(&self.cfg));
         stats.published = outs.len();
         let applied_in = started.elapsed();
+        if let Some(c) = &self.crash {
+            c.reached(outs.len());
+        }
         let landed = self.publisher.send_all(&outs, stop).await?;
         self.fence(&outs, &landed, stop).await?;
         self.record_published(&outs, msgs);

@@ -10,6 +10,7 @@
 
 mod apply;
 mod batch;
+mod crash_point;
 mod origin;
 
 use std::future::Future;
@@ -45,6 +46,12 @@ pub enum WorkerError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Http(#[source] std::io::Error),
+    #[error(
+        "{topic}[{partition}] offset {offset} ({kind}): {error}. The worker stopped without storing this offset: this is a bug in reservoir, or its keys in Redis were changed by something else; look at them with `reservoir inspect`, then report it. A restart applies the event again once the cause is gone"
+    )]
+    Bug { topic: String, partition: i32, offset: i64, kind: &'static str, error: StoreError },
+    #[error("cannot listen for SIGUSR1 (RESERVOIR_CRASH_POINT): {0}")]
+    CrashPoint(#[source] std::io::Error),
 }
 
 /// Commits stored offsets synchronously when partitions are taken away,
@@ -129,6 +136,8 @@ async fn connect_engine(cfg: &Config, shutdown: &watch::Receiver<bool>) -> Resul
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
     let (stop_tx, stop) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
+    // First, so a SIGUSR1 never finds the default action (exit) in place.
+    let crash = if cfg.crash_point { Some(crash_point::CrashPoint::listen().map_err(WorkerError::CrashPoint)?) } else { None };
     // Probes answer from the start, also while Redis is still awaited.
     let health = Arc::new(Health::default());
     if let Some(addr) = cfg.metrics_addr {
@@ -151,7 +160,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         tracing::error!(sabotage = s.name(), "this worker breaks the contract on purpose (RESERVOIR_SABOTAGE); it is for the soak's own tests only");
     }
 
-    let processor = batch::Processor::new(cfg.clone(), engine, publisher.clone());
+    let processor = batch::Processor::new(cfg.clone(), engine, publisher.clone(), crash);
     let mut sweep = tokio::time::interval(cfg.sweep_interval);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut messages = consumer.stream().ready_chunks(cfg.batch_size);

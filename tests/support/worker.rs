@@ -32,6 +32,14 @@ impl InProcess {
     }
 }
 
+impl InProcess {
+    /// Waits (bounded) for the worker to end by itself, and its result.
+    pub async fn ended(mut self, within: Duration) -> Result<(), reservoir::worker::WorkerError> {
+        let h = self.handle.take().unwrap();
+        tokio::time::timeout(within, h).await.unwrap_or_else(|_| panic!("the worker did not end by itself within {within:?}")).expect("worker task")
+    }
+}
+
 impl Drop for InProcess {
     fn drop(&mut self) {
         if let Some(h) = &self.handle {

@@ -6,7 +6,9 @@
 //! every sku's state (all but `version`); versions must never decrease and
 //! must move whenever the state does; a confirmed order's key must expire
 //! exactly when the model says the order is settled (shipment and
-//! credit-memo lines may name skus the order does not have).
+//! credit-memo lines may name skus the order does not have). Crash points:
+//! an event's delivery may stop between any two of its scripts and be
+//! delivered again, which must equal one delivery.
 //!
 //! One redis-server serves every case; each case starts from FLUSHALL (local
 //! server only) and uses names no other case uses. Run:
@@ -102,6 +104,12 @@ enum Op {
     /// `pick % step` of the case, or the nearest event before it. A fixed
     /// position, so that switching other ops off keeps the same target.
     Dup { pick: usize },
+    /// The next event's first delivery stops after this many script calls
+    /// (a worker dying between two scripts of one operation: between the
+    /// reserves of two skus, an abort and its hold index, a decision and
+    /// its settlement, ...), and it is delivered again at once. Equal to
+    /// one delivery in the model; equal to two when the first finished.
+    Crash { calls: u32 },
 }
 
 /// An op and whether it runs: generated true, but shrinking turns it off
@@ -225,6 +233,7 @@ fn op() -> impl Strategy<Value = Op> {
         .prop_map(|ms| Op::Advance { ms }),
         2 => Just(Op::Sweep),
         2 => any::<usize>().prop_map(|pick| Op::Dup { pick }),
+        3 => prop_oneof![3 => 0u32..3, 1 => 3u32..12].prop_map(|calls| Op::Crash { calls }),
     ]
 }
 
@@ -489,7 +498,7 @@ fn concretize(op: &Op, plans: &[Plan], n: &Names, step: usize, now: i64, r: &Res
         }
         Op::Advance { ms } => Call::Advance(*ms),
         Op::Sweep => Call::Sweep,
-        Op::Dup { .. } => unreachable!("resolved by the runner"),
+        Op::Dup { .. } | Op::Crash { .. } => unreachable!("resolved by the runner"),
     }
 }
 
@@ -717,10 +726,15 @@ async fn run_case(ctx: &Ctx, case: &Case) -> Result<(), TestCaseError> {
     let mut sent: BTreeMap<usize, Call> = BTreeMap::new();
     let mut log: Vec<String> = Vec::new();
     let mut last: BTreeMap<String, SkuState> = BTreeMap::new();
+    let mut crash: Option<u32> = None;
     ctx.count("cases");
 
     for (step, (enabled, op)) in case.ops.iter().enumerate() {
         if !enabled {
+            continue;
+        }
+        if let Op::Crash { calls } = op {
+            crash = Some(*calls);
             continue;
         }
         let (call, dup) = match op {
@@ -736,11 +750,30 @@ async fn run_case(ctx: &Ctx, case: &Case) -> Result<(), TestCaseError> {
         if call.is_event() && !dup {
             sent.insert(step, call.clone());
         }
-        log.push(format!("{:>3}. [t0+{}s] {}{}", log.len() + 1, (model.now_ms - start) / 1000, if dup { "AGAIN " } else { "" }, n.short(&call.render(start))));
+        let crash_after = if call.is_event() { crash.take() } else { None };
+        let crashed = crash_after.map_or(String::new(), |c| format!("STOPPED after {c} script calls, then delivered again: "));
+        log.push(format!("{:>3}. [t0+{}s] {crashed}{}{}", log.len() + 1, (model.now_ms - start) / 1000, if dup { "AGAIN " } else { "" }, n.short(&call.render(start))));
         ctx.count(if dup { "steps (repeats)" } else { "steps" });
         let fail = |what: String, log: &[String]| {
             TestCaseError::fail(format!("{}\n\nsequence (last step diverged):\n{}\n", n.short(&what), log.join("\n")))
         };
+        if let Some(calls) = crash_after {
+            ctx.engine.crash_after_calls(Some(calls));
+            let first = run_engine(&ctx.engine, &ctx.clock, &call).await;
+            ctx.engine.crash_after_calls(None);
+            match first {
+                // It finished before the crash point: two deliveries.
+                Ok((eng, _)) => {
+                    ctx.count("crash points after the last script");
+                    let mdl = run_model(&mut model, &call);
+                    if eng != mdl {
+                        return Err(fail(format!("outcome differs (first delivery)\n  engine: {eng:?}\n  model:  {mdl:?}"), &log));
+                    }
+                }
+                Err(e) if e.to_string().contains("crash point") => ctx.count("crash points between scripts"),
+                Err(e) => return Err(fail(format!("engine error before the crash point: {e}"), &log)),
+            }
+        }
 
         let (eng, reported) = match run_engine(&ctx.engine, &ctx.clock, &call).await {
             Ok(r) => r,

@@ -83,18 +83,59 @@ pub struct Lua {
     pub name: &'static str,
     pub code: String,
     pub sha: String,
+    pub(crate) budget: CallBudget,
+}
+
+/// How many more script calls may run before every further one fails as
+/// if the process had died right there: the crash points of the engine's
+/// tests (a multi-script operation stopped between two scripts). Unlimited
+/// unless a test sets it; clones share it.
+#[derive(Clone, Debug)]
+pub struct CallBudget(std::sync::Arc<std::sync::atomic::AtomicI64>);
+
+impl Default for CallBudget {
+    fn default() -> CallBudget {
+        CallBudget(std::sync::Arc::new(std::sync::atomic::AtomicI64::new(-1)))
+    }
+}
+
+impl CallBudget {
+    /// `Some(n)`: n more calls, then none; `None`: unlimited again.
+    pub fn set(&self, calls: Option<u32>) {
+        self.0.store(calls.map_or(-1, i64::from), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn take(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.0.fetch_update(SeqCst, SeqCst, |b| match b {
+            b if b < 0 => Some(b),
+            0 => None,
+            b => Some(b - 1),
+        })
+        .is_ok()
+    }
 }
 
 impl Lua {
     pub fn new(name: &'static str, code: String) -> Lua {
         let sha = redis::Script::new(&code).get_hash().to_string();
-        Lua { name, code, sha }
+        Lua { name, code, sha, budget: CallBudget::default() }
+    }
+
+    /// This script, counting its calls in `budget`.
+    pub fn sharing(mut self, budget: &CallBudget) -> Lua {
+        self.budget = budget.clone();
+        self
     }
 
     /// EVALSHA, falling back to EVAL (which also caches the script on the
     /// node that owns the keys) when the node has not seen it: after a
     /// restart, a failover or `SCRIPT FLUSH`.
     pub async fn call(&self, conn: &mut Conn, keys: &[&str], args: &[&str]) -> Result<Value, StoreError> {
+        if !self.budget.take() {
+            let died = std::io::Error::new(std::io::ErrorKind::ConnectionAborted, format!("crash point before {} (a test's call budget is spent)", self.name));
+            return Err(StoreError::Unavailable(died.into()));
+        }
         let started = std::time::Instant::now();
         let r = self.call_once(conn, keys, args).await;
         metrics::histogram!(crate::metrics::SCRIPT_SECONDS, "script" => self.name).record(started.elapsed().as_secs_f64());

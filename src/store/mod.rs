@@ -277,6 +277,13 @@ impl Engine {
         &self.cfg
     }
 
+    /// Tests' crash points: after `calls` more script calls, every call
+    /// fails as if the worker had died there (`None`: no limit again).
+    #[doc(hidden)]
+    pub fn crash_after_calls(&self, calls: Option<u32>) {
+        self.scripts.budget().set(calls);
+    }
+
     /// The loaded scripts (the benchmark calls `reserve` directly for its ceiling).
     pub(crate) fn scripts(&self) -> &Scripts {
         &self.scripts

@@ -1,6 +1,6 @@
 //! The Lua scripts from `lua/`, each with the shared helpers prepended.
 
-use super::conn::Lua;
+use super::conn::{CallBudget, Lua};
 
 const LIB: &str = include_str!("../../lua/lib.lua");
 const ORDER_LIB: &str = include_str!("../../lua/order_lib.lua");
@@ -47,29 +47,36 @@ pub struct Scripts {
 
 impl Scripts {
     pub fn new() -> Scripts {
+        let budget = CallBudget::default();
+        let s = |l: Lua| l.sharing(&budget);
         Scripts {
-            item_configure: sku_script!("item_configure"),
-            level_set: sku_script!("level_set"),
-            level_adjust: sku_script!("level_adjust"),
-            touch: sku_script!("touch"),
-            hold: sku_script!("hold"),
-            hold_release: sku_script!("hold_release"),
-            sweep: sku_script!("sweep"),
-            reserve: order_script!("reserve"),
-            abort: order_script!("abort"),
-            release: order_script!("release"),
-            deduct: order_script!("deduct"),
-            restock: order_script!("restock"),
-            channel_set: plain_script!("channel_set"),
-            order_note: plain_script!("order_note"),
-            order_decide: plain_script!("order_decide"),
-            order_settle: plain_script!("order_settle"),
-            hold_index: plain_script!("hold_index"),
-            hold_unindex: plain_script!("hold_unindex"),
-            avail_fence: plain_script!("avail_fence"),
-            order_expire: plain_script!("order_expire"),
-            early_unindex: plain_script!("early_unindex"),
+            item_configure: s(sku_script!("item_configure")),
+            level_set: s(sku_script!("level_set")),
+            level_adjust: s(sku_script!("level_adjust")),
+            touch: s(sku_script!("touch")),
+            hold: s(sku_script!("hold")),
+            hold_release: s(sku_script!("hold_release")),
+            sweep: s(sku_script!("sweep")),
+            reserve: s(order_script!("reserve")),
+            abort: s(order_script!("abort")),
+            release: s(order_script!("release")),
+            deduct: s(order_script!("deduct")),
+            restock: s(order_script!("restock")),
+            channel_set: s(plain_script!("channel_set")),
+            order_note: s(plain_script!("order_note")),
+            order_decide: s(plain_script!("order_decide")),
+            order_settle: s(plain_script!("order_settle")),
+            hold_index: s(plain_script!("hold_index")),
+            hold_unindex: s(plain_script!("hold_unindex")),
+            avail_fence: s(plain_script!("avail_fence")),
+            order_expire: s(plain_script!("order_expire")),
+            early_unindex: s(plain_script!("early_unindex")),
         }
+    }
+
+    /// The budget every script's calls share (see [`CallBudget`]).
+    pub fn budget(&self) -> &CallBudget {
+        &self.item_configure.budget
     }
 
     pub fn all(&self) -> [&Lua; 21] {

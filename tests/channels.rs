@@ -156,6 +156,7 @@ async fn new_channels_and_skus_at_once(workers: usize) {
     for w in running {
         w.stop().await;
     }
+    stack.audit().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

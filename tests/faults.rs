@@ -30,6 +30,7 @@ async fn kill_9_mid_stream_then_restart_loses_and_doubles_nothing() {
     // its session (10 s) expires, then the group rebalances by itself.
     let _restarted = Process::start(&cfg);
     w.verify(&cfg).await;
+    stack.audit().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,6 +50,7 @@ async fn sigterm_mid_stream_exits_0_and_loses_nothing() {
     tokio::join!(streaming, terminating);
     let _restarted = Process::start(&cfg);
     w.verify(&cfg).await;
+    stack.audit().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,6 +72,7 @@ async fn redis_down_for_ten_seconds_is_waited_out() {
     tokio::join!(streaming, outage);
     w.verify(&cfg).await;
     worker.stop().await;
+    stack.audit().await;
 }
 
 /// Redis refusing writes (maxmemory reached, noeviction) is an outage to
@@ -120,6 +123,7 @@ async fn broker_restart_is_waited_out() {
     w.verify(&cfg).await;
     eprintln!("caught up {:?} after the broker came back", started.elapsed());
     worker.stop().await;
+    stack.audit().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,6 +143,7 @@ async fn two_workers_split_the_partitions_and_one_takes_over() {
     tokio::join!(streaming, leaving);
     w.verify(&cfg).await;
     a.stop().await;
+    stack.audit().await;
 }
 
 /// Thousands of orders from an ordinary batching producer, so the worker
@@ -164,6 +169,7 @@ async fn a_batching_stream_survives_sigterm_and_kill_9_restarted_at_once() {
     };
     let (_, _third) = tokio::join!(streaming, faults);
     w.verify(&cfg).await;
+    stack.audit().await;
 }
 
 /// An order and a shipment of 20,000 lines each: answered at once with a
@@ -196,4 +202,5 @@ async fn orders_and_shipments_of_20000_lines_are_answered_and_the_partition_move
         assert!(d.headers.get("dlq.message").is_some_and(|m| m.len() < 5000 && m.contains("at most")), "{:?}", d.headers.get("dlq.message"));
     }
     worker.stop().await;
+    stack.audit().await;
 }

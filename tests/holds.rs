@@ -85,4 +85,5 @@ async fn an_expired_hold_is_released_and_published_while_a_backlog_is_applied() 
     }
     assert!(at - expires < 5000, "the release was published {} ms after the hold expired", at - expires);
     worker.stop().await;
+    stack.audit().await;
 }

@@ -115,6 +115,7 @@ async fn counters_move_by_what_the_traffic_did() {
     assert!(sample(&text, "reservoir_batch_messages_count", &[]).unwrap_or(0.0) >= 1.0, "{text}");
     assert!(sample(&text, "reservoir_event_latency_seconds_count", &[]).unwrap_or(0.0) >= 6.0, "{text}");
     assert_eq!(get(addr, "/healthz").await.map(|r| r.0), Some(200));
+    stack.audit().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,4 +133,5 @@ async fn readyz_follows_redis() {
     assert_eq!(get(addr, "/healthz").await.map(|r| r.0), Some(200), "the process is still alive");
     redis.start_again();
     wait_status(addr, "/readyz", 200, T).await;
+    stack.audit().await;
 }

@@ -125,6 +125,7 @@ async fn inspect_shows_levels_holds_orders_and_availability() {
     })
     .await;
     assert!(out.status.success() && text(&out.stdout).contains("not in the store"), "{}", text(&out.stdout));
+    stack.audit().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,6 +185,7 @@ async fn import_publishes_levels_and_names_bad_rows() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(!engine.sku_state(&format!("I{u}-bad1")).await.unwrap().exists, "a rejected row was not sent");
+    stack.audit().await;
 }
 
 /// Stock for `n` skus in two channels, applied by a worker; returns the
@@ -274,6 +276,7 @@ async fn republish_rebuilds_a_cache_resumes_and_filters() {
     filtered.drain(Duration::from_secs(2)).await;
     assert_eq!(latest(&filtered.seen).into_keys().collect::<Vec<_>>(), want);
     assert_eq!(filtered.seen.len(), want.len(), "each once");
+    stack.audit().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -123,6 +123,7 @@ async fn refuses_while_a_worker_runs_then_the_worker_rereads_and_nothing_changes
     }
     let after = latest(avail.drain(Duration::from_secs(1)).await)[&key].clone();
     support::kafka::assert_unchanged(&after, &first, "the replay");
+    stack.audit().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,6 +160,7 @@ async fn from_time_picks_the_first_message_at_that_time() {
     let plan = replay(&cfg, &args(&t.stock, Some(at))).await.unwrap();
     assert!(plan.committed);
     assert_eq!(committed(&cfg, &t.stock, 1), vec![Some(3)]);
+    stack.audit().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,4 +191,5 @@ async fn events_older_than_the_idempotency_retention_need_force() {
     cfg.topics.shipments = format!("missing-{}", uid());
     let err = replay(&cfg, &args("shipments", None)).await.unwrap_err();
     assert!(matches!(err, ReplayError::UnknownTopic { .. }) && err.to_string().contains(&cfg.topics.shipments), "{err}");
+    stack.audit().await;
 }

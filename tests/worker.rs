@@ -108,6 +108,7 @@ async fn every_event_type_with_outputs_checked() {
         assert_eq!(r.value["type"], "inventory.availability.changed");
     }
     worker.stop().await;
+    stack.audit().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,6 +155,7 @@ async fn poison_goes_to_dead_letter_and_the_partition_moves_on() {
     let mut avail = Reader::new(&stack.bootstrap, &t.availability);
     avail.until(T, "valid event applied", |s| s.iter().any(|r| r.key == format!("eu/{sku}") && data(r)["available"] == json!(4))).await;
     worker.stop().await;
+    stack.audit().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,6 +195,7 @@ async fn a_shipment_refused_when_its_placement_arrives_is_dead_lettered_from_its
     let mut avail = Reader::new(&stack.bootstrap, &t.availability);
     avail.until(T, "3 on hand, 2 reserved", |s| latest(s).get(&format!("{eu}/{sku}")).is_some_and(|v| v["on_hand"] == json!(3) && v["reserved"] == json!(2))).await;
     worker.stop().await;
+    stack.audit().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,6 +238,7 @@ async fn duplicates_new_event_ids_and_replays_change_nothing() {
     replay.stop().await;
     let after = latest(avail.drain(Duration::from_secs(1)).await)[&key].clone();
     support::kafka::assert_unchanged(&after, &before, "a replay");
+    stack.audit().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,6 +265,7 @@ async fn expired_holds_are_swept_and_published() {
     assert!(took >= Duration::from_millis(1500), "released after {took:?}, before the hold time");
     assert_eq!(latest(&avail.seen)[&key]["caused_by"], "reservoir.hold-expiry");
     worker.stop().await;
+    stack.audit().await;
 }
 
 /// A reply the worker cannot read (its own bug, or its keys in Redis
@@ -300,4 +305,5 @@ async fn an_unreadable_record_in_redis_stops_the_worker_and_dead_letters_nothing
     assert_eq!(results.seen[1].value["type"], "inventory.reservation.confirmed");
     let mut dlq = Reader::new(&stack.bootstrap, &t.dead_letter);
     assert!(dlq.drain(Duration::from_secs(2)).await.is_empty(), "nothing was dead-lettered: {:?}", dlq.seen.iter().map(|r| &r.value).collect::<Vec<_>>());
+    stack.audit().await;
 }

@@ -20,6 +20,14 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// `reservoir audit` of this test's Redis finds no violation: every
+    /// counter agrees with the holds and reservations it counts.
+    pub async fn audit(&self) {
+        let mut c = reservoir::store::Conn::connect(&self.redis_url).await.expect("Redis for the audit");
+        let r = reservoir::ops::audit::audit(&mut c, None, 500).await.expect("the audit runs");
+        assert_eq!(r.violations(), 0, "audit after the test:\n{}", r.table());
+    }
+
     pub async fn start() -> Stack {
         Stack::start_with(false).await
     }

@@ -289,7 +289,7 @@ async fn an_unreadable_record_in_redis_stops_the_worker_and_dead_letters_nothing
     results.until(T, "the order's result", |s| s.len() >= 1).await;
 
     let mut redis = redis::Client::open(stack.redis_url.as_str()).unwrap().get_connection().unwrap();
-    let okey = format!("rv:o:{{{order}}}");
+    let (okey, _) = reservoir::store::keys::order(&order);
     let kept: String = redis::cmd("HGET").arg(&okey).arg("out").query(&mut redis).unwrap();
     let () = redis::cmd("HSET").arg(&okey).arg("out").arg("{not json").query(&mut redis).unwrap();
     // A redelivery reads the stored outcome back.

@@ -93,16 +93,23 @@ impl Proc {
 
     /// SIGTERM, then waits up to `timeout` before killing.
     pub fn terminate(&mut self, timeout: Duration) {
-        signal(self, libc::SIGTERM);
+        self.signal_and_wait(libc::SIGTERM, timeout);
+    }
+
+    /// Sends `sig`, then waits up to `timeout` for the process to exit and
+    /// kills it if it has not; true if it exited by itself.
+    pub fn signal_and_wait(&mut self, sig: i32, timeout: Duration) -> bool {
+        signal(self, sig);
         let start = Instant::now();
         while start.elapsed() < timeout {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        false
     }
 }
 

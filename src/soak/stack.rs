@@ -75,19 +75,8 @@ impl Stack {
     /// is killed with kill -9 then). Either way it is gone after.
     pub fn crash_worker(&mut self, i: usize, wait: Duration) -> bool {
         let Some(slot) = self.workers.get_mut(i) else { return false };
-        let Some(w) = slot.as_mut() else { return false };
-        signal(w, libc::SIGUSR1);
-        let start = std::time::Instant::now();
-        let crashed = loop {
-            if w.child.try_wait().ok().flatten().is_some() {
-                break true;
-            }
-            if start.elapsed() > wait {
-                break false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        kill9(slot);
+        let crashed = slot.as_mut().is_some_and(|w| w.signal_and_wait(libc::SIGUSR1, wait));
+        *slot = None;
         crashed
     }
 

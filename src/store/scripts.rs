@@ -43,6 +43,8 @@ pub struct Scripts {
     pub avail_fence: Lua,
     pub order_expire: Lua,
     pub early_unindex: Lua,
+    /// Shared by every script above (see [`CallBudget`]).
+    budget: CallBudget,
 }
 
 impl Scripts {
@@ -71,12 +73,13 @@ impl Scripts {
             avail_fence: s(plain_script!("avail_fence")),
             order_expire: s(plain_script!("order_expire")),
             early_unindex: s(plain_script!("early_unindex")),
+            budget: budget.clone(),
         }
     }
 
     /// The budget every script's calls share (see [`CallBudget`]).
     pub fn budget(&self) -> &CallBudget {
-        &self.item_configure.budget
+        &self.budget
     }
 
     pub fn all(&self) -> [&Lua; 21] {

@@ -10,8 +10,11 @@
 -- if it has not expired, the cart has neither held nor released the sku
 -- since (the marker still names this record), and it fits: at each of its
 -- locations on_hand - reserved, after this order's release, covers its
--- units there (else it is not given back at all, as a hold that does not
--- fit is refused; other carts may have taken the units meanwhile). Its
+-- units there, each is still in stock, and what stays free there beyond it
+-- is at least the out-of-stock threshold (else it is not given back at
+-- all, as a hold that does not fit is refused; other carts may have taken
+-- the units meanwhile). Only its own locations count, which may refuse a
+-- hold the channel's others could cover, never the reverse. Its
 -- expiry is replied (for the caller to index) also by every later abort
 -- while the cart still has that hold: the abort that gave it back may have
 -- died before indexing it. Record field rh: the expiry given back.
@@ -33,10 +36,13 @@ local h = split(rget(orec, 'hold'))
 if st == 'r' and #h > 0 then
   local cart, hq, hexp_ms = h[1], h[2], tonumber(h[3])
   local alloc = alloc_parse(h, 4)
-  local fits = true
+  local fits, spare = true, 0
   for i = 1, #alloc, 2 do
-    if hnum(t, 'h:' .. alloc[i]) - hnum(t, 'r:' .. alloc[i]) < alloc[i + 1] then fits = false end
+    local free = hnum(t, 'h:' .. alloc[i]) - hnum(t, 'r:' .. alloc[i])
+    if free < alloc[i + 1] or not in_stock(t, alloc[i]) then fits = false end
+    spare = spare + free - alloc[i + 1]
   end
+  if spare < cfg(t).oos then fits = false end
   local mine = redis.call('GET', consumed) == orec
   if mine then redis.call('DEL', consumed) end
   if hexp_ms > now and mine and fits and not redis.call('HGET', holds, cart) then

@@ -250,7 +250,7 @@ async fn a_carts_own_hold_never_blocks_its_order() {
     // The hold is gone: expiry later releases nothing twice.
     clock.advance(Duration::from_secs(3600));
     let swept = e.sweep_holds(100).await.unwrap();
-    assert_eq!(swept.outcome, 0);
+    assert_eq!(swept.outcome.released, 0);
     assert_eq!(e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")].reserved, q("2"));
 }
 
@@ -269,11 +269,23 @@ async fn holds_expire_at_once_and_the_sweep_reports_them() {
     assert!(h2.outcome.confirmed, "{:?}", h2.outcome);
     clock.advance(Duration::from_secs(15 * 60 + 1));
     let swept = e.sweep_holds(100).await.unwrap();
-    assert_eq!(swept.outcome, 1);
+    assert_eq!(swept.outcome.released, 1);
     let up = swept.to_publish().next().expect("the release is published");
     assert_eq!(up.availability.available, Some(q("5")));
-    // Nothing left to sweep, and the index is empty again.
-    assert_eq!(e.sweep_holds(100).await.unwrap().outcome, 0);
+    // A sweeper that died before its messages were acknowledged: the next
+    // sweep releases nothing but publishes the sku's availability again.
+    let again = e.sweep_holds(100).await.unwrap();
+    assert_eq!(again.outcome.released, 0);
+    let up2 = again.to_publish().next().expect("the unfinished sweep's release is published again");
+    assert_eq!((up2.availability.available, up2.version), (Some(q("5")), up.version));
+    e.sweep_done(&again.outcome).await.unwrap();
+    // Nothing left to sweep or publish, and the index is empty again.
+    let after = e.sweep_holds(100).await.unwrap();
+    assert_eq!((after.outcome.released, after.to_publish().count()), (0, 0));
+    let index: usize = (0..reservoir::store::keys::HOLD_SHARDS)
+        .map(|s| redis::cmd("ZCARD").arg(reservoir::store::keys::hold_index(s).zset).query::<usize>(&mut redis::Client::open(r.url.as_str()).unwrap().get_connection().unwrap()).unwrap())
+        .sum();
+    assert_eq!(index, 0);
     // Cart release of everything the cart holds.
     e.hold(&n.n("ev-h3"), &n.n("cart-c"), &n.n("eu"), &n.n("SKU-1"), q("2"), None).await.unwrap();
     let rel = e.release_cart(&n.n("ev-r"), &n.n("cart-c"), None).await.unwrap();
@@ -413,7 +425,7 @@ async fn works_on_a_redis_cluster() {
     assert!(!h.outcome.confirmed, "an already expired hold is rejected");
     e.hold(&n.n("ev-h2"), &n.n("cart"), &n.n("eu"), &n.n("SKU-1"), q("1"), None).await.unwrap();
     e.clock().advance(Duration::from_secs(3600));
-    assert_eq!(e.sweep_holds(100).await.unwrap().outcome, 1);
+    assert_eq!(e.sweep_holds(100).await.unwrap().outcome.released, 1);
     // Scripts survive a SCRIPT FLUSH on every node (NOSCRIPT falls back to EVAL).
     for url in c.urls.split(',') {
         let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
@@ -581,7 +593,7 @@ async fn a_hold_given_back_after_a_crash_is_swept_when_it_expires() {
     rejected(&e.place_order(&o).await.unwrap().outcome);
     clock.advance(Duration::from_secs(15 * 60 + 1));
     let swept = e.sweep_holds(100).await.unwrap();
-    assert_eq!(swept.outcome, 1, "the given-back hold's expiry is swept");
+    assert_eq!(swept.outcome.released, 1, "the given-back hold's expiry is swept");
     assert_eq!(available(&e, &n, "SKU-1").await, q("5"));
 }
 
@@ -622,6 +634,29 @@ async fn an_aborted_order_gives_back_a_hold_only_where_it_fits() {
     let lv = e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")];
     assert!(lv.reserved <= lv.on_hand, "reserved {} above on hand {}", lv.reserved, lv.on_hand);
     assert_eq!(lv.reserved, q("8"), "only cart-b's hold");
+    let report = reservoir::ops::audit::audit(&mut e.conn(), None, 7).await.unwrap();
+    assert_eq!(report.violations(), 0, "{}", report.table());
+}
+
+#[tokio::test]
+async fn an_aborted_order_gives_back_no_hold_below_the_out_of_stock_threshold() {
+    let r = RedisServer::start();
+    let (e, _) = support::engine(&r.url).await;
+    let n = Names::new();
+    let o = cart_order_stopped_between_skus(&r, &e, &n).await;
+    // Meanwhile the shop keeps 3 units back: a new hold of 8 no longer fits.
+    let cfg = ItemConfig { out_of_stock_threshold: q("3"), ..Default::default() };
+    e.configure_item(&n.n("ev-oos"), &n.n("SKU-1"), &cfg).await.unwrap();
+    assert!(!e.hold(&n.n("ev-hb"), &n.n("cart-b"), &n.n("eu"), &n.n("SKU-1"), q("8"), None).await.unwrap().outcome.confirmed);
+    rejected(&e.place_order(&o).await.unwrap().outcome);
+    assert_eq!(e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")].reserved, Qty::ZERO, "the hold came back below the threshold");
+    assert_eq!(available(&e, &n, "SKU-1").await, q("7"));
+    // Nor at a location marked out of stock since.
+    let n = Names::new();
+    let o = cart_order_stopped_between_skus(&r, &e, &n).await;
+    e.set_level(&n.n("ev-off"), &n.n("SKU-1"), &n.n("eu-1"), q("10"), false).await.unwrap();
+    rejected(&e.place_order(&o).await.unwrap().outcome);
+    assert_eq!(e.sku_state(&n.n("SKU-1")).await.unwrap().levels[&n.n("eu-1")].reserved, Qty::ZERO, "the hold came back at an out-of-stock location");
     let report = reservoir::ops::audit::audit(&mut e.conn(), None, 7).await.unwrap();
     assert_eq!(report.violations(), 0, "{}", report.table());
 }
@@ -673,7 +708,7 @@ async fn early_shipments_and_credit_memos_whose_order_never_comes_are_dead_lette
     clock.advance(Duration::from_secs(3600));
     assert_eq!(e.credit(&memo, Some("origin of cm-1")).await.unwrap().outcome, vec![LineOutcome::Pending]);
     let retention = e.config().order_retention;
-    let refused = |eff: &reservoir::store::Effect<usize>| eff.late_refusals.iter().map(|l| (l.origin.clone(), l.code)).collect::<Vec<_>>();
+    let refused = |eff: &reservoir::store::Effect<reservoir::store::Swept>| eff.late_refusals.iter().map(|l| (l.origin.clone(), l.code)).collect::<Vec<_>>();
     // Kept for the retention after the last of them.
     clock.advance(retention - Duration::from_secs(60));
     assert_eq!(refused(&e.sweep_holds(100).await.unwrap()), vec![]);

@@ -87,3 +87,52 @@ async fn an_expired_hold_is_released_and_published_while_a_backlog_is_applied() 
     worker.stop().await;
     stack.audit().await;
 }
+
+/// Sets the availability topic's configs (the whole set: AlterConfigs
+/// replaces them).
+async fn availability_topic_max_bytes(bootstrap: &str, topic: &str, max: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    let change = AlterConfig::new(ResourceSpecifier::Topic(topic)).set("cleanup.policy", "compact").set("max.message.bytes", max);
+    let r = admin.alter_configs(&[change], &AdminOptions::new().request_timeout(Some(Duration::from_secs(30)))).await.unwrap();
+    assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+}
+
+/// Kafka refuses the sweep's availability for good (here the topic's
+/// max.message.bytes): the worker stops and says so, rather than warn at
+/// every tick with the release never published; once the topic is fixed,
+/// the next worker's sweep publishes the release it left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_whose_messages_kafka_refuses_stops_the_worker_and_the_next_publishes_them() {
+    let stack = Stack::start().await;
+    let cfg = config(&stack.bootstrap, &stack.redis_url, 1).await;
+    let worker = InProcess::start(cfg.clone());
+    let p = producer(&stack.bootstrap);
+    let t = &cfg.topics;
+    let u = uid();
+    let (ch, loc, sku) = (format!("ch-{u}"), format!("L-{u}"), format!("S-{u}"));
+    send(&p, &t.stock, &ch, &event(&format!("c-{u}"), "inventory.channel.configured", json!({"channel": ch, "locations": [loc]}))).await;
+    send(&p, &t.stock, &sku, &event(&format!("l-{u}"), "inventory.level.set", json!({"sku": sku, "location": loc, "on_hand": 10}))).await;
+    let key = format!("{ch}/{sku}");
+    let mut avail = Reader::new(&stack.bootstrap, &t.availability);
+    // Other topic than the hold's: applied first, so the hold finds its channel.
+    avail.until(T, "the sku's availability", |s| s.iter().any(|r| r.key == key)).await;
+    let expires = now_ms() + 6_000;
+    let expires_at = time::OffsetDateTime::from_unix_timestamp_nanos(expires as i128 * 1_000_000).unwrap().format(&time::format_description::well_known::Rfc3339).unwrap();
+    send(&p, &t.carts, "cart-1", &event(&format!("hold-{u}"), "cart.line.held", json!({"cart_id": "cart-1", "channel": ch, "sku": sku, "quantity": 4, "expires_at": expires_at}))).await;
+    avail.until(T, "the hold's availability", |s| s.iter().any(|r| r.key == key && r.value["data"]["available"] == json!(6))).await;
+    availability_topic_max_bytes(&stack.bootstrap, &t.availability, "64").await;
+    assert!(now_ms() < expires, "the topic was changed only after the hold expired");
+
+    let e = worker.ended(T).await.expect_err("the worker stops when Kafka refuses the sweep's messages for good");
+    let text = e.to_string();
+    assert!(text.contains("hold sweep") && text.contains(&t.availability), "the error says what failed and where: {text}");
+
+    availability_topic_max_bytes(&stack.bootstrap, &t.availability, "1048588").await;
+    let worker = InProcess::start(cfg.clone());
+    let released = |r: &support::kafka::Received| r.key == key && r.value["data"]["caused_by"] == "reservoir.hold-expiry";
+    let seen = avail.until(T, "the release the stopped worker's sweep left", |s| s.iter().any(released)).await.to_vec();
+    assert_eq!(seen.iter().find(|r| released(r)).unwrap().value["data"]["available"], json!(10));
+    worker.stop().await;
+    stack.audit().await;
+}

@@ -588,7 +588,8 @@ async fn run_engine(e: &Engine, clock: &Clock, c: &Call) -> Result<(Out, Reporte
         }
         Call::Sweep => {
             let r = e.sweep_holds(1000).await?;
-            (Out::Swept(r.outcome), reported(&r))
+            e.sweep_done(&r.outcome).await?;
+            (Out::Swept(r.outcome.released), reported(&r))
         }
     })
 }

@@ -307,3 +307,35 @@ async fn an_unreadable_record_in_redis_stops_the_worker_and_dead_letters_nothing
     assert!(dlq.drain(Duration::from_secs(2)).await.is_empty(), "nothing was dead-lettered: {:?}", dlq.seen.iter().map(|r| &r.value).collect::<Vec<_>>());
     stack.audit().await;
 }
+
+/// A key of ours holding another type (something else wrote it) makes the
+/// script fail with WRONGTYPE: not the event's fault, so the worker stops
+/// with the offset kept instead of dead-lettering every event of the sku.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_of_the_wrong_type_stops_the_worker_and_dead_letters_nothing() {
+    let stack = Stack::start().await;
+    let cfg = config(&stack.bootstrap, &stack.redis_url, 1).await;
+    let t = cfg.topics.clone();
+    let worker = InProcess::start(cfg.clone());
+    let p = producer(&stack.bootstrap);
+    let u = uid();
+    let (sku, ch) = (format!("SKU-{u}"), format!("ch-{u}"));
+    let mut redis = redis::Client::open(stack.redis_url.as_str()).unwrap().get_connection().unwrap();
+    let inv = reservoir::store::keys::SkuKeys::new(&sku).inv;
+    let () = redis::cmd("SET").arg(&inv).arg("written by something else").query(&mut redis).unwrap();
+
+    send(&p, &t.stock, &ch, &event("w1", "inventory.channel.configured", json!({"channel": ch, "locations": ["l1"]}))).await;
+    send(&p, &t.stock, &sku, &event("w2", "inventory.level.set", json!({"sku": sku, "location": "l1", "on_hand": 10}))).await;
+    let e = worker.ended(T).await.expect_err("the worker stops on a key of the wrong type");
+    let text = e.to_string();
+    assert!(text.contains("WRONGTYPE") && text.contains(&t.stock) && text.contains("not the event's fault"), "the error says what Redis said and where: {text}");
+
+    let () = redis::cmd("DEL").arg(&inv).query(&mut redis).unwrap();
+    let again = InProcess::start(cfg.clone());
+    let mut avail = Reader::new(&stack.bootstrap, &t.availability);
+    avail.until(T, "the sku's availability, once the key is repaired", |s| s.iter().any(|r| r.key == format!("{ch}/{sku}"))).await;
+    again.stop().await;
+    let mut dlq = Reader::new(&stack.bootstrap, &t.dead_letter);
+    assert!(dlq.drain(Duration::from_secs(2)).await.is_empty(), "nothing was dead-lettered: {:?}", dlq.seen.iter().map(|r| &r.value).collect::<Vec<_>>());
+    stack.audit().await;
+}

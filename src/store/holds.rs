@@ -154,15 +154,19 @@ impl Engine {
 
     /// Releases holds that are due, up to `limit` skus per index shard, and
     /// returns their availability changes. Safe to run from every worker at
-    /// once. The outcome is the number of holds released. Its
-    /// `late_refusals` are the shipments and credit memos whose order did not
-    /// come within the order retention (up to `limit` orders per shard): the
-    /// caller dead-letters them, then calls [`Engine::forget_expired`].
-    pub async fn sweep_holds(&self, limit: usize) -> Result<Effect<usize>, StoreError> {
+    /// once. The outcome is the number of holds released, and what to tell
+    /// [`Engine::sweep_done`] once the changes' messages are acknowledged: a
+    /// swept sku stays due in the index (and marked in its hash) until then,
+    /// so a sweeper that dies before publishing leaves it to the next sweep,
+    /// which publishes its current availability again. Its `late_refusals`
+    /// are the shipments and credit memos whose order did not come within
+    /// the order retention (up to `limit` orders per shard): the caller
+    /// dead-letters them, then calls [`Engine::forget_expired`].
+    pub async fn sweep_holds(&self, limit: usize) -> Result<Effect<Swept>, StoreError> {
         let mut conn = self.conn.clone();
         let now = self.now();
         let mut changes = Changes::default();
-        let mut released = 0;
+        let mut swept = Swept::default();
         for shard in 0..keys::HOLD_SHARDS {
             let ix = keys::hold_index(shard);
             let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
@@ -180,20 +184,59 @@ impl Engine {
                 let v = self.scripts.sweep.call(&mut conn, &[&k.inv, &k.holds, &k.hexp], &[&now.to_string()]).await?;
                 let r = Reply::sku("sweep", v)?;
                 let n: usize = r.str(0)?.parse().map_err(|_| r.bad("count"))?;
-                let next = r.str(1)?.to_string();
-                self.scripts
-                    .hold_unindex
-                    .call(&mut conn, &[&ix.zset, &ix.gens], &[&sku, gen.as_deref().unwrap_or(""), &next])
-                    .await?;
-                if n > 0 {
-                    released += n;
-                    changes.add(&sku, r.before, r.after, false);
+                let done = SweptSku { shard, sku, gen: gen.unwrap_or_default(), next: r.str(1)?.to_string(), unpublished: r.str(2)?.to_string() };
+                swept.released += n;
+                if done.unpublished.is_empty() {
+                    self.unindex(&mut conn, &done).await?;
+                    continue;
                 }
+                // Left by a sweep that did not finish: every channel's
+                // current availability, as for a repeated event.
+                let earlier = r.str(3)? == "1";
+                changes.add(&done.sku, r.before, r.after, earlier || n == 0);
+                swept.pending.push(done);
             }
         }
         let late = self.expired_early_ops(limit, now).await?;
-        let mut e = self.effect(released, changes).await?;
+        let mut e = self.effect(swept, changes).await?;
         e.late_refusals = late;
         Ok(e)
     }
+
+    /// After the availability of [`Engine::sweep_holds`] was acknowledged:
+    /// clears each swept sku's mark and moves it in the index to its next
+    /// expiry (or out of it).
+    pub async fn sweep_done(&self, swept: &Swept) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        for done in &swept.pending {
+            self.scripts.sweep_done.call(&mut conn, &[&SkuKeys::new(&done.sku).inv], &[&done.unpublished]).await?;
+            self.unindex(&mut conn, done).await?;
+        }
+        Ok(())
+    }
+
+    async fn unindex(&self, conn: &mut super::Conn, done: &SweptSku) -> Result<(), StoreError> {
+        let ix = keys::hold_index(done.shard);
+        self.scripts.hold_unindex.call(conn, &[&ix.zset, &ix.gens], &[&done.sku, &done.gen, &done.next]).await?;
+        Ok(())
+    }
+}
+
+/// What a hold sweep released, and the skus whose release is still to be
+/// published (see [`Engine::sweep_done`]).
+#[derive(Debug, Default)]
+pub struct Swept {
+    pub released: usize,
+    pending: Vec<SweptSku>,
+}
+
+#[derive(Debug)]
+struct SweptSku {
+    shard: u32,
+    sku: String,
+    /// The index generation read before the sweep (see hold_unindex.lua).
+    gen: String,
+    next: String,
+    /// The version sweep.lua marked as unpublished.
+    unpublished: String,
 }

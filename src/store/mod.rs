@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use channels::load as read_channels;
 pub use conn::Conn;
 pub use fence::Landed;
+pub use holds::Swept;
 pub use orders::{ORDER_NOT_PLACED, CancelOutcome, CreditLine, CreditMemo, OrderLine, PlaceOrder, Shipment, ShipmentLine};
 
 use crate::domain::{updates, AvailabilityUpdate, SkuChange, SkuState};
@@ -39,10 +40,16 @@ pub enum StoreError {
     /// Redis unreachable, timed out, loading, failing over: retry with backoff.
     #[error("Redis is unavailable ({0}); retrying can help once it is back")]
     Unavailable(#[source] redis::RedisError),
-    /// Redis refused the command or a script rejected its arguments: a bug
-    /// or bad input, retrying the same call fails the same way.
-    #[error("Redis script {script} failed: {message}")]
+    /// A script's own argument check refused what the event asked for
+    /// (`reservoir: ...`): the input's fault, retrying fails the same way.
+    #[error("Redis script {script} refused its arguments: {message}")]
     Script { script: &'static str, message: String },
+    /// Redis refused a command or a script failed at run time for a reason
+    /// that is not the input's (WRONGTYPE on one of our keys, a Lua error,
+    /// NOPERM for the ACL user, an unknown command): a bug in reservoir, its
+    /// keys changed by something else, or a Redis setting to fix.
+    #[error("Redis failed {script}: {message}. This is not the event's fault: check the type of the keys it names and the ACL user's permissions")]
+    Failed { script: &'static str, message: String },
     #[error("unexpected reply from Redis: {0}")]
     Reply(String),
     #[error("invalid input: {0}")]
@@ -60,17 +67,24 @@ impl StoreError {
     /// reservoir or its keys changed by something else, never the input's
     /// fault, so the event must not be dead-lettered for it.
     pub fn is_bug(&self) -> bool {
-        matches!(self, StoreError::Reply(_) | StoreError::Config(_))
+        matches!(self, StoreError::Reply(_) | StoreError::Config(_) | StoreError::Failed { .. })
     }
 
     fn from_script(script: &'static str, e: redis::RedisError) -> StoreError {
+        let message = e.to_string();
         if transient(&e) {
             StoreError::Unavailable(e)
+        } else if message.contains(ARGUMENT_CHECK) {
+            StoreError::Script { script, message }
         } else {
-            StoreError::Script { script, message: e.to_string() }
+            StoreError::Failed { script, message }
         }
     }
 }
+
+/// The prefix of every error our scripts raise on purpose (lua/lib.lua's
+/// argument checks): only those are about the event.
+const ARGUMENT_CHECK: &str = "reservoir: ";
 
 fn transient(e: &redis::RedisError) -> bool {
     use redis::RetryMethod::*;
@@ -119,11 +133,7 @@ mod tests {
 
 impl From<redis::RedisError> for StoreError {
     fn from(e: redis::RedisError) -> StoreError {
-        if transient(&e) {
-            StoreError::Unavailable(e)
-        } else {
-            StoreError::Script { script: "command", message: e.to_string() }
-        }
+        StoreError::from_script("a command", e)
     }
 }
 

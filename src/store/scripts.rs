@@ -29,6 +29,7 @@ pub struct Scripts {
     pub hold: Lua,
     pub hold_release: Lua,
     pub sweep: Lua,
+    pub sweep_done: Lua,
     pub reserve: Lua,
     pub abort: Lua,
     pub release: Lua,
@@ -59,6 +60,7 @@ impl Scripts {
             hold: s(sku_script!("hold")),
             hold_release: s(sku_script!("hold_release")),
             sweep: s(sku_script!("sweep")),
+            sweep_done: s(plain_script!("sweep_done")),
             reserve: s(order_script!("reserve")),
             abort: s(order_script!("abort")),
             release: s(order_script!("release")),
@@ -82,7 +84,7 @@ impl Scripts {
         &self.budget
     }
 
-    pub fn all(&self) -> [&Lua; 21] {
+    pub fn all(&self) -> [&Lua; 22] {
         [
             &self.item_configure,
             &self.level_set,
@@ -91,6 +93,7 @@ impl Scripts {
             &self.hold,
             &self.hold_release,
             &self.sweep,
+            &self.sweep_done,
             &self.reserve,
             &self.abort,
             &self.release,

@@ -269,22 +269,26 @@ impl Processor {
     /// Releases due holds and publishes their availability.
     pub async fn sweep(&self, stop: &watch::Receiver<bool>) -> Result<usize, WorkerError> {
         let eff = with_redis("the hold sweep", stop, || self.engine.sweep_holds(1000)).await?;
+        let released = eff.outcome.released;
         if !eff.late_refusals.is_empty() {
             // Kept for an order that never came: dead-lettered, and forgotten only once acknowledged.
             let dead: Vec<Out> = eff.late_refusals.iter().filter_map(|l| self.expired_dead_letter(l)).collect();
             self.publisher.send_all(&dead, stop).await?;
             with_redis("forgetting expired early events", stop, || self.engine.forget_expired(&eff.late_refusals)).await?;
         }
-        if eff.outcome > 0 {
+        if !eff.updates.is_empty() {
             let mut c = Coalesced::default();
             c.add(eff.updates, apply::HOLD_EXPIRY_CAUSE);
             let outs = c.into_outs(&self.cfg);
             let landed = self.publisher.send_all(&outs, stop).await?;
             self.fence(&outs, &landed, stop).await?;
-            metrics::counter!(M::HOLDS_EXPIRED).increment(eff.outcome as u64);
             metrics::counter!(M::AVAILABILITY_PUBLISHED).increment(outs.len() as u64);
-            tracing::info!(released = eff.outcome, published = outs.len(), "expired holds released");
+            tracing::info!(released, published = outs.len(), "expired holds released");
         }
-        Ok(eff.outcome)
+        // Only now may the index forget them: a sweeper that died above
+        // left them due, and the next sweep publishes them again.
+        with_redis("the hold sweep's index", stop, || self.engine.sweep_done(&eff.outcome)).await?;
+        metrics::counter!(M::HOLDS_EXPIRED).increment(released as u64);
+        Ok(released)
     }
 }

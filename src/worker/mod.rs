@@ -47,9 +47,11 @@ pub enum WorkerError {
     #[error("{0}")]
     Http(#[source] std::io::Error),
     #[error(
-        "{topic}[{partition}] offset {offset} ({kind}): {error}. The worker stopped without storing this offset: this is a bug in reservoir, or its keys in Redis were changed by something else; look at them with `reservoir inspect`, then report it. A restart applies the event again once the cause is gone"
+        "{topic}[{partition}] offset {offset} ({kind}): {error}. The worker stopped without storing this offset: this is a bug in reservoir, its keys in Redis were changed by something else, or Redis refuses what it needs (ACL permissions); look at them with `reservoir inspect`, then report it. A restart applies the event again once the cause is gone"
     )]
     Bug { topic: String, partition: i32, offset: i64, kind: &'static str, error: StoreError },
+    #[error("the hold sweep failed for good, so the worker stopped: {0}")]
+    Sweep(#[source] Box<WorkerError>),
     #[error("cannot listen for SIGUSR1 (RESERVOIR_CRASH_POINT): {0}")]
     CrashPoint(#[source] std::io::Error),
 }
@@ -175,8 +177,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     r = processor.sweep(&stop) => r,
                     never = stop_on(shutdown.as_mut(), &stop_tx) => match never {},
                 };
-                if let Err(e) = swept {
-                    tracing::warn!(error = %e, "hold sweep failed; retrying at the next tick");
+                // Redis and Kafka outages are waited out inside; what comes
+                // back is permanent (a refused message, a failing script),
+                // and stops the worker as it would in a batch.
+                match swept {
+                    Ok(_) => {}
+                    Err(WorkerError::Publish(PublishError::Shutdown)) => break Ok(()),
+                    Err(e) => break Err(WorkerError::Sweep(Box::new(e))),
                 }
                 if *stop.borrow() {
                     break Ok(());

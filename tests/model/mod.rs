@@ -329,7 +329,8 @@ pub struct Model {
     pub now_ms: i64,
     pub hold_time_ms: i64,
     channels: BTreeMap<String, Vec<String>>,
-    channel_events: BTreeSet<String>,
+    /// Channel events applied, each with the locations it replaced.
+    channel_events: BTreeMap<String, Vec<String>>,
     skus: BTreeMap<String, Sku>,
     /// location -> skus stocked (named by a level call, or a row) there.
     loc_index: BTreeMap<String, BTreeSet<String>>,
@@ -367,7 +368,7 @@ impl Model {
             now_ms,
             hold_time_ms: HOLD_TIME_MS,
             channels: BTreeMap::new(),
-            channel_events: BTreeSet::new(),
+            channel_events: BTreeMap::new(),
             skus: BTreeMap::new(),
             loc_index: BTreeMap::new(),
             cart_skus: BTreeMap::new(),
@@ -434,12 +435,16 @@ impl Model {
 
     /// `inventory.channel.configured`. A repeated event id changes nothing.
     pub fn configure_channel(&mut self, event_id: &str, channel: &str, locations: &[String]) {
-        let old = self.channels.get(channel).cloned().unwrap_or_default();
-        let new = if self.channel_events.insert(event_id.to_string()) {
-            self.channels.insert(channel.to_string(), locations.to_vec());
-            locations.to_vec()
-        } else {
-            old.clone()
+        let current = self.channels.get(channel).cloned().unwrap_or_default();
+        // A repeat recomputes the skus of the locations its first delivery
+        // replaced (ENGINE.md, Channels), and changes nothing else.
+        let (old, new) = match self.channel_events.get(event_id) {
+            Some(replaced) => (replaced.clone(), current),
+            None => {
+                self.channel_events.insert(event_id.to_string(), current.clone());
+                self.channels.insert(channel.to_string(), locations.to_vec());
+                (current, locations.to_vec())
+            }
         };
         let skus: BTreeSet<String> =
             old.iter().chain(new.iter()).flat_map(|l| self.loc_index.get(l).cloned().unwrap_or_default()).collect();
@@ -805,8 +810,13 @@ impl Model {
                 }
                 if let Some((cart, h)) = hold {
                     // Given back only where it fits (ENGINE.md, Orders): at
-                    // each of its locations, on_hand - reserved covers it.
-                    let fits = h.alloc.iter().all(|(loc, q)| s.levels.get(loc).is_some_and(|l| l.on_hand - l.reserved >= *q));
+                    // each of its locations, still in stock, on_hand -
+                    // reserved covers it, and what stays free there beyond
+                    // it is at least the out-of-stock threshold.
+                    let free = |loc: &String| s.levels.get(loc).map_or(Qty::ZERO, |l| l.on_hand - l.reserved);
+                    let spare = h.alloc.iter().fold(Qty::ZERO, |acc, (loc, q)| acc + free(loc) - *q);
+                    let fits = h.alloc.iter().all(|(loc, q)| s.levels.get(loc).is_some_and(|l| l.in_stock && l.on_hand - l.reserved >= *q))
+                        && spare >= s.config.out_of_stock_threshold;
                     if !fits {
                         hit("cart hold not given back: it no longer fits");
                     }

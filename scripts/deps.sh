@@ -26,6 +26,11 @@ fi
 if ! command -v make >/dev/null || ! command -v gcc >/dev/null; then
   apt_install build-essential
 fi
+# librdkafka's TLS and SASL link Debian's OpenSSL; the connectivity tests
+# make their throw-away CA with the openssl command.
+if ! command -v pkg-config >/dev/null || ! pkg-config --exists openssl 2>/dev/null || ! command -v openssl >/dev/null; then
+  apt_install libssl-dev pkg-config openssl
+fi
 
 java_ok() {
   local j="${JAVA_HOME:+$JAVA_HOME/bin/}java"

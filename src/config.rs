@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
-use crate::store::EngineConfig;
+use crate::store::{EngineConfig, RedisTarget};
 use crate::wire::TopicKind;
 
 /// Topic names (defaults as in the contract).
@@ -90,11 +90,13 @@ impl Topics {
     }
 }
 
-/// The validated configuration of a worker.
-#[derive(Clone, Debug)]
+/// The validated configuration of a worker. Its Debug form hides every
+/// secret (Redis password, secret librdkafka options).
+#[derive(Clone)]
 pub struct Config {
     pub kafka_bootstrap: String,
-    pub redis_url: String,
+    /// Redis URL(s), TLS files and ACL credentials (shown redacted).
+    pub redis: RedisTarget,
     pub group_id: String,
     /// `source` of every event the worker publishes.
     pub source: String,
@@ -147,12 +149,35 @@ impl Sabotage {
     }
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::kafka::shown_options;
+        f.debug_struct("Config")
+            .field("kafka_bootstrap", &self.kafka_bootstrap)
+            .field("redis", &self.redis)
+            .field("group_id", &self.group_id)
+            .field("source", &self.source)
+            .field("topics", &self.topics)
+            .field("engine", &self.engine)
+            .field("batch_size", &self.batch_size)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("sweep_interval", &self.sweep_interval)
+            .field("kafka_options", &shown_options(&self.kafka_options))
+            .field("kafka_producer_options", &shown_options(&self.kafka_producer_options))
+            .field("kafka_consumer_options", &shown_options(&self.kafka_consumer_options))
+            .field("metrics_addr", &self.metrics_addr)
+            .field("sabotage", &self.sabotage)
+            .field("crash_point", &self.crash_point)
+            .finish()
+    }
+}
+
 impl Config {
     /// Defaults for the given endpoints (tests and tools).
     pub fn new(kafka_bootstrap: &str, redis_url: &str, group_id: &str) -> Config {
         Config {
             kafka_bootstrap: kafka_bootstrap.into(),
-            redis_url: redis_url.into(),
+            redis: redis_url.into(),
             group_id: group_id.into(),
             source: "reservoir".into(),
             topics: Topics::default(),
@@ -172,7 +197,7 @@ impl Config {
 
 /// Settings as flags and environment variables (all optional here; the
 /// file and defaults fill the rest).
-#[derive(Args, Debug, Default, Clone)]
+#[derive(Args, Default, Clone)]
 pub struct Settings {
     /// TOML file with any of the settings below (snake_case keys).
     #[arg(long, env = "RESERVOIR_CONFIG")]
@@ -180,9 +205,27 @@ pub struct Settings {
     /// Kafka bootstrap servers, e.g. 127.0.0.1:9092.
     #[arg(long, env = "RESERVOIR_KAFKA_BOOTSTRAP")]
     pub kafka_bootstrap: Option<String>,
-    /// One Redis URL, or a comma-separated Redis Cluster seed list.
+    /// One Redis URL, or a comma-separated Redis Cluster seed list; rediss:// for TLS.
     #[arg(long, env = "RESERVOIR_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Redis ACL user (replaces the URL's).
+    #[arg(long, env = "RESERVOIR_REDIS_USERNAME")]
+    pub redis_username: Option<String>,
+    /// Redis password (replaces the URL's). Prefer RESERVOIR_REDIS_PASSWORD_FILE.
+    #[arg(long, env = "RESERVOIR_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+    /// File holding the Redis password (a mounted Kubernetes secret); trailing newline ignored.
+    #[arg(long, env = "RESERVOIR_REDIS_PASSWORD_FILE")]
+    pub redis_password_file: Option<PathBuf>,
+    /// PEM CA bundle to trust for rediss:// instead of the system's roots.
+    #[arg(long, env = "RESERVOIR_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+    /// PEM client certificate for Redis mutual TLS (with --redis-client-key).
+    #[arg(long, env = "RESERVOIR_REDIS_CLIENT_CERT")]
+    pub redis_client_cert: Option<PathBuf>,
+    /// PEM private key of the Redis client certificate.
+    #[arg(long, env = "RESERVOIR_REDIS_CLIENT_KEY")]
+    pub redis_client_key: Option<PathBuf>,
     /// Consumer group of the workers.
     #[arg(long, env = "RESERVOIR_GROUP_ID")]
     pub group_id: Option<String>,
@@ -249,6 +292,12 @@ pub struct Settings {
 struct FileSettings {
     kafka_bootstrap: Option<String>,
     redis_url: Option<String>,
+    redis_username: Option<String>,
+    redis_password: Option<String>,
+    redis_password_file: Option<PathBuf>,
+    redis_ca_file: Option<PathBuf>,
+    redis_client_cert: Option<PathBuf>,
+    redis_client_key: Option<PathBuf>,
     group_id: Option<String>,
     source: Option<String>,
     topic_stock: Option<String>,
@@ -310,6 +359,16 @@ impl Settings {
         if let Some(s) = pick!(source) {
             c.source = s;
         }
+        c.redis.username = pick!(redis_username);
+        c.redis.password = match (pick!(redis_password), pick!(redis_password_file)) {
+            (Some(_), Some(_)) => return Err(ConfigError::Invalid("RESERVOIR_REDIS_PASSWORD and RESERVOIR_REDIS_PASSWORD_FILE are both set: keep one".into())),
+            (Some(p), None) => Some(p),
+            (None, Some(f)) => Some(secret_file(&f, "RESERVOIR_REDIS_PASSWORD_FILE")?),
+            (None, None) => None,
+        };
+        c.redis.ca_file = pick!(redis_ca_file);
+        c.redis.client_cert = pick!(redis_client_cert);
+        c.redis.client_key = pick!(redis_client_key);
         let t = &mut c.topics;
         for (slot, v) in [
             (&mut t.stock, pick!(topic_stock)),
@@ -373,6 +432,16 @@ impl Settings {
         }
         Ok(c)
     }
+}
+
+/// A secret mounted as a file: its text without the trailing newline.
+fn secret_file(path: &std::path::Path, setting: &str) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid(format!("{setting} {}: {e}", path.display())))?;
+    let secret = text.trim_end_matches(['\n', '\r']).to_string();
+    if secret.is_empty() {
+        return Err(ConfigError::Invalid(format!("{setting} {} is empty", path.display())));
+    }
+    Ok(secret)
 }
 
 /// The file's table, then KEY=VALUE entries from flags or env over it.
@@ -442,5 +511,50 @@ mod tests {
         let bad = Settings { kafka_consumer_options: vec!["=1".into()], ..s };
         let err = bad.resolve().unwrap_err().to_string();
         assert!(err.contains("--kafka-consumer-option") && err.contains("KEY=VALUE"), "{err}");
+    }
+
+    #[test]
+    fn redis_credentials_and_tls_files_from_settings_or_a_secret_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let base = Settings { kafka_bootstrap: Some("k:1".into()), redis_url: Some("rediss://h:6380".into()), ..Default::default() };
+        let s = Settings { redis_username: Some("app".into()), redis_password_file: Some(pw.clone()), redis_ca_file: Some("/ca.pem".into()), ..base.clone() };
+        let c = s.resolve().unwrap();
+        assert_eq!((c.redis.username.as_deref(), c.redis.password.as_deref(), c.redis.ca_file.as_deref()), (Some("app"), Some("s3cret"), Some(std::path::Path::new("/ca.pem"))));
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let both = Settings { redis_password: Some("x".into()), ..s };
+        assert!(both.resolve().unwrap_err().to_string().contains("RESERVOIR_REDIS_PASSWORD_FILE"));
+        std::fs::write(&pw, "\n").unwrap();
+        let empty = Settings { redis_password_file: Some(pw), ..base };
+        assert!(empty.resolve().unwrap_err().to_string().contains("is empty"));
+    }
+
+    /// The worked configurations under examples/ (README, "Connecting to
+    /// managed services") are valid settings, and librdkafka knows every
+    /// option they set, as consumer and as producer.
+    #[test]
+    fn every_example_configuration_resolves() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let secrets = tempfile::tempdir().unwrap();
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                continue;
+            }
+            // Mounted secrets as the example names them, here in a temporary folder.
+            let text = std::fs::read_to_string(&path).unwrap().replace("/run/secrets", &secrets.path().display().to_string());
+            std::fs::create_dir_all(secrets.path().join("aiven")).unwrap();
+            std::fs::write(secrets.path().join("redis-password"), "pw\n").unwrap();
+            let copy = secrets.path().join(path.file_name().unwrap());
+            std::fs::write(&copy, text).unwrap();
+            let c = Settings { config: Some(copy), ..Default::default() }.resolve().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            for role in [crate::kafka::Role::Consumer, crate::kafka::Role::Producer] {
+                crate::kafka::client_config(&c, role, &[]).create_native_config().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
+            seen += 1;
+        }
+        assert!(seen >= 4, "examples/*.toml: {seen}");
     }
 }

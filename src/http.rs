@@ -13,7 +13,7 @@ use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::store::{Conn, StoreError};
+use crate::store::{Conn, RedisTarget, StoreError};
 
 /// What the consumer loop tells the probes.
 #[derive(Debug, Default)]
@@ -27,7 +27,7 @@ pub struct Health {
 
 struct App {
     health: Arc<Health>,
-    redis_url: String,
+    redis: RedisTarget,
     metrics: PrometheusHandle,
 }
 
@@ -43,7 +43,7 @@ async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, String) {
     // A connection of its own: the probe answers before the worker has
     // one, and says what a fresh client sees.
     let ping = tokio::time::timeout(Duration::from_secs(1), async {
-        let mut conn = Conn::connect(&app.redis_url).await?;
+        let mut conn = Conn::connect(&app.redis).await?;
         redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(StoreError::from)
     })
     .await;
@@ -67,14 +67,14 @@ async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, String) {
 }
 
 /// Binds `addr` (an error names it when taken) and serves until `stop`.
-pub async fn serve(addr: SocketAddr, health: Arc<Health>, redis_url: &str, stop: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<SocketAddr> {
+pub async fn serve(addr: SocketAddr, health: Arc<Health>, redis: &RedisTarget, stop: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} for /metrics (RESERVOIR_METRICS_ADDR; `off` disables it): {e}")))?;
     let bound = listener.local_addr()?;
     let handle = crate::metrics::install();
     let upkeep = handle.clone();
-    let app = Arc::new(App { health, redis_url: redis_url.to_string(), metrics: handle });
+    let app = Arc::new(App { health, redis: redis.clone(), metrics: handle });
     let router = Router::new().route("/metrics", get(metrics)).route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(app);
     tokio::spawn(async move {
         // Histograms are drained into the exporter's buckets by upkeep.

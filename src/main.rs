@@ -244,7 +244,7 @@ async fn main() -> anyhow::Result<()> {
             // Inspecting needs no Kafka.
             settings.kafka_bootstrap.get_or_insert_with(|| "unused:9092".into());
             let cfg = settings.resolve()?;
-            let mut conn = reservoir::store::Conn::connect(&cfg.redis_url).await.context("cannot connect to Redis")?;
+            let mut conn = reservoir::store::Conn::connect(&cfg.redis).await.context("cannot connect to Redis")?;
             let now = reservoir::store::Clock::System.now_ms();
             let i = reservoir::ops::inspect::inspect(&mut conn, &sku, channel.as_deref(), now).await?;
             if json {
@@ -257,7 +257,7 @@ async fn main() -> anyhow::Result<()> {
             // Auditing needs no Kafka.
             settings.kafka_bootstrap.get_or_insert_with(|| "unused:9092".into());
             let cfg = settings.resolve()?;
-            let mut conn = reservoir::store::Conn::connect(&cfg.redis_url).await.context("cannot connect to Redis")?;
+            let mut conn = reservoir::store::Conn::connect(&cfg.redis).await.context("cannot connect to Redis")?;
             let report = reservoir::ops::audit::audit(&mut conn, sku_prefix.as_deref(), 1000).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

@@ -85,7 +85,7 @@ async fn redis_out_of_memory_for_ten_seconds_is_waited_out() {
     let p = producer(&stack.bootstrap);
     let worker = InProcess::start(cfg.clone());
     w.seed(&p, &cfg).await;
-    let mut conn = redis::Client::open(cfg.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis::Client::open(cfg.redis.url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let streaming = w.stream(&p, &cfg);
     let outage = async {
         results_at_least(&cfg, 100).await;
@@ -100,7 +100,7 @@ async fn redis_out_of_memory_for_ten_seconds_is_waited_out() {
     let dead = support::kafka::Reader::new(&cfg.kafka_bootstrap, &cfg.topics.dead_letter).drain(Duration::from_secs(3)).await.to_vec();
     let codes: Vec<String> = dead.iter().map(|r| r.headers.get("dlq.code").cloned().unwrap_or_default()).collect();
     assert!(dead.is_empty(), "dead letters while Redis refused writes: {codes:?}");
-    let mut e = support::engine(&cfg.redis_url).await.0.conn();
+    let mut e = support::engine(&cfg.redis.url).await.0.conn();
     let report = reservoir::ops::audit::audit(&mut e, None, 100).await.unwrap();
     assert_eq!(report.violations(), 0, "audit: {:#?}", report.findings);
 }

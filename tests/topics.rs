@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use reservoir::tools::{load_examples, Example};
-use reservoir::wire::{decode, output, TopicKind};
+use reservoir::wire::{decode, decode_message, output, TopicKind};
 use serde_json::{json, Value};
 
 const MAX: usize = 1 << 20;
@@ -553,4 +553,54 @@ async fn the_story_through_the_engine_gives_the_output_examples() {
                 .join("\n")
         );
     }
+}
+
+/// The CloudEvents Kafka binding's binary mode: every input example sent
+/// as `ce_*` headers with the data as the value decodes to the same event
+/// as its structured form, and broken binary messages get the same codes.
+#[test]
+fn binary_mode_inputs_decode_like_structured_ones() {
+    fn binary(v: &Value) -> (Vec<(String, Vec<u8>)>, Vec<u8>) {
+        let mut headers = vec![("content-type".to_string(), b"application/json".to_vec())];
+        for (k, a) in v.as_object().unwrap() {
+            if k != "data" && k != "datacontenttype" {
+                headers.push((format!("ce_{k}"), a.as_str().unwrap().as_bytes().to_vec()));
+            }
+        }
+        (headers, serde_json::to_vec(&v["data"]).unwrap())
+    }
+    let decode_binary = |kind: TopicKind, headers: &[(String, Vec<u8>)], value: &[u8]| {
+        let h: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+        decode_message(kind, &h, value, MAX)
+    };
+    let mut order = None;
+    for ex in inputs() {
+        let k = kind(&ex.topic_dir).unwrap();
+        let v: Value = serde_json::from_slice(&ex.value).unwrap();
+        let (headers, value) = binary(&v);
+        assert_eq!(decode_binary(k, &headers, &value).unwrap(), decode(k, &ex.value, MAX).unwrap(), "{}", ex.path.display());
+        // Structured stays structured, with or without a content type.
+        assert_eq!(decode_binary(k, &[("content-type".into(), b"application/cloudevents+json".to_vec())], &ex.value).unwrap(), decode(k, &ex.value, MAX).unwrap());
+        if v["type"] == "order.placed" {
+            order = Some((headers, value));
+        }
+    }
+    let (headers, value) = order.unwrap();
+    let without = |name: &str| headers.iter().filter(|(k, _)| k != name).cloned().collect::<Vec<_>>();
+    let with = |name: &str, v: &[u8]| headers.iter().map(|(k, x)| if k == name { (k.clone(), v.to_vec()) } else { (k.clone(), x.clone()) }).collect::<Vec<_>>();
+    for (what, h, val, code) in [
+        ("no ce_type", without("ce_type"), value.clone(), "invalid_envelope"),
+        ("no ce_id", without("ce_id"), value.clone(), "invalid_envelope"),
+        ("ce_specversion 0.3", with("ce_specversion", b"0.3"), value.clone(), "invalid_envelope"),
+        ("ce_source not UTF-8", with("ce_source", &[0xff, 0xfe]), value.clone(), "invalid_envelope"),
+        ("ce_type of another topic", with("ce_type", b"shipment.created"), value.clone(), "unknown_type"),
+        ("value not JSON", headers.clone(), b"{not json".to_vec(), "malformed_json"),
+        ("data not an object", headers.clone(), b"[1]".to_vec(), "invalid_envelope"),
+        ("data invalid", headers.clone(), br#"{"order_id": "o", "channel": "eu", "lines": []}"#.to_vec(), "invalid_data"),
+    ] {
+        let err = decode_binary(TopicKind::Orders, &h, &val).expect_err(what);
+        assert_eq!(err.code(), code, "{what}: {err}");
+    }
+    let err = decode_binary(TopicKind::Orders, &without("ce_type"), &value).unwrap_err().to_string();
+    assert!(err.contains("ce_type"), "{err}");
 }

@@ -499,7 +499,7 @@ pub(super) async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             seed: args.seed,
             batch_size: b.cfg.batch_size,
             kafka: b.cfg.kafka_bootstrap.clone(),
-            redis: b.cfg.redis_url.clone(),
+            redis: b.cfg.redis.to_string(),
             broker: if args.kafka.is_some() { "given".into() } else { format!("Apache Kafka {}, local", local::kafka::KAFKA_VERSION) },
             appendfsync: if args.redis.is_some() { "given".into() } else { args.appendfsync.clone() },
         },

@@ -23,6 +23,46 @@ pub fn partitions_in(md: &Metadata, topic: &str) -> Option<Vec<i32>> {
     (!ps.is_empty()).then_some(ps)
 }
 
+/// librdkafka settings whose values are secrets: never shown in logs,
+/// errors or debug output.
+pub fn is_secret_option(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password") || k.contains("secret") || k == "ssl.key.pem" || k == "sasl.oauthbearer.config" || k.ends_with("jaas.config")
+}
+
+/// `options` as `key=value` lines for display, secrets as `***`.
+pub fn shown_options(options: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+    options.iter().map(|(k, v)| if is_secret_option(k) { format!("{k}=***") } else { format!("{k}={v}") }).collect()
+}
+
+/// What the worker says when a broker refuses who it is (SASL credentials
+/// refused, or a TLS certificate that does not verify): a retry presents
+/// the same, so the worker stops with this instead of retrying for ever.
+/// None for every other client error. `reason` is librdkafka's text, which
+/// names the listener (`sasl_ssl://host:port/...`) and the mechanism; any
+/// secret of `cfg` in it is hidden all the same.
+pub fn refused_credentials(code: RDKafkaErrorCode, reason: &str, cfg: &Config) -> Option<String> {
+    let opt = |k: &str| cfg.kafka_options.get(k).or_else(|| cfg.kafka_consumer_options.get(k)).map(String::as_str);
+    let protocol = opt("security.protocol").unwrap_or("plaintext").to_ascii_lowercase();
+    let what = match code {
+        RDKafkaErrorCode::Authentication => {
+            let mech = opt("sasl.mechanism").or_else(|| opt("sasl.mechanisms")).unwrap_or("GSSAPI");
+            format!("check sasl.username and sasl.password for mechanism {mech} (security.protocol {protocol}) in --kafka-option / RESERVOIR_KAFKA_OPTIONS, and that the user exists on the cluster")
+        }
+        RDKafkaErrorCode::SSL if reason.contains("certificate verify failed") || reason.contains("certificate") && reason.contains("fail") => {
+            "check ssl.ca.location (the CA that signed the brokers' certificates; the system's roots by default) and that the certificates name the host in the bootstrap address".to_string()
+        }
+        _ => return None,
+    };
+    let mut reason = reason.to_string();
+    for (k, v) in cfg.kafka_options.iter().chain(&cfg.kafka_consumer_options).chain(&cfg.kafka_producer_options) {
+        if is_secret_option(k) && !v.is_empty() {
+            reason = reason.replace(v.as_str(), "***");
+        }
+    }
+    Some(format!("Kafka at {} refused the worker: {reason}. The worker stopped, since retrying the same settings cannot help: {what}", cfg.kafka_bootstrap))
+}
+
 /// Which kind of client a [`client_config`] is for: each takes the shared
 /// pass-through settings and then its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,5 +194,22 @@ mod tests {
         // A caller's tuning replaces a default; no user option is set here.
         let plain = producer_config(&Config::new("k:1", "redis://r", "g"), &[("linger.ms", "4")]);
         assert_eq!((plain.get("linger.ms"), plain.get("enable.idempotence")), (Some("4"), Some("true")));
+    }
+
+    #[test]
+    fn a_refused_login_or_certificate_stops_with_what_to_check_and_no_secret() {
+        let mut cfg = Config::new("b:9096", "redis://r", "g");
+        for (k, v) in [("security.protocol", "SASL_SSL"), ("sasl.mechanism", "SCRAM-SHA-512"), ("sasl.username", "app"), ("sasl.password", "hunter2")] {
+            cfg.kafka_options.insert(k.into(), v.into());
+        }
+        let reason = "sasl_ssl://b:9096/bootstrap: SASL authentication error: Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512 (echo hunter2)";
+        let m = refused_credentials(RDKafkaErrorCode::Authentication, reason, &cfg).unwrap();
+        assert!(m.contains("sasl_ssl://b:9096") && m.contains("SCRAM-SHA-512") && m.contains("sasl.password"), "{m}");
+        assert!(!m.contains("hunter2"), "{m}");
+        let m = refused_credentials(RDKafkaErrorCode::SSL, "ssl://b:9093/bootstrap: SSL handshake failed: error:0A000086:SSL routines::certificate verify failed", &cfg).unwrap();
+        assert!(m.contains("ssl.ca.location"), "{m}");
+        assert_eq!(refused_credentials(RDKafkaErrorCode::SSL, "ssl://b:9093/bootstrap: SSL transport error: Connection reset by peer", &cfg), None);
+        assert_eq!(refused_credentials(RDKafkaErrorCode::AllBrokersDown, "1/1 brokers are down", &cfg), None);
+        assert_eq!(shown_options(&cfg.kafka_options), ["sasl.mechanism=SCRAM-SHA-512", "sasl.password=***", "sasl.username=app", "security.protocol=SASL_SSL"]);
     }
 }

@@ -47,12 +47,30 @@ pub struct KafkaSettings {
     /// Kill the nodes when the process that started them dies (tests): see
     /// [`Kafka::die_with_parent`].
     pub die_with_parent: bool,
+    /// SSL and SASL_SSL listeners beside the plaintext one.
+    pub tls: Option<KafkaTls>,
 }
 
 impl Default for KafkaSettings {
     fn default() -> Self {
-        KafkaSettings { heap: "768m".into(), properties: Vec::new(), die_with_parent: false }
+        KafkaSettings { heap: "768m".into(), properties: Vec::new(), die_with_parent: false, tls: None }
     }
+}
+
+/// TLS listeners of every node, on free ports: `SSL` and `SASL_SSL` with
+/// SCRAM-SHA-256 and SCRAM-SHA-512 (PLAIN besides, for the same users).
+/// Brokers and controllers keep talking plaintext among themselves.
+#[derive(Clone, Debug)]
+pub struct KafkaTls {
+    /// PEM file: the broker's private key (PKCS#8, unencrypted), then its
+    /// certificate chain. The certificate must name 127.0.0.1.
+    pub keystore: PathBuf,
+    /// PEM CA bundle that client certificates are checked against.
+    pub truststore: PathBuf,
+    /// `ssl.client.auth` of the SSL listener: `none`, `requested` or `required`.
+    pub client_auth: String,
+    /// SCRAM users (name, password) created when the nodes are formatted.
+    pub scram_users: Vec<(String, String)>,
 }
 
 /// One KRaft node: broker and controller in one JVM.
@@ -60,6 +78,9 @@ pub struct KafkaNode {
     pub id: u32,
     pub port: u16,
     pub controller_port: u16,
+    /// The SSL and SASL_SSL listeners' ports, with [`KafkaSettings::tls`].
+    pub ssl_port: Option<u16>,
+    pub sasl_ssl_port: Option<u16>,
     pub dir: PathBuf,
     proc: Option<Proc>,
 }
@@ -83,6 +104,9 @@ pub struct Kafka {
     pub nodes: Vec<KafkaNode>,
     /// `host:port,...` of every node's client listener.
     pub bootstrap: String,
+    /// The same for the SSL and the SASL_SSL listeners, with [`KafkaSettings::tls`].
+    pub ssl_bootstrap: Option<String>,
+    pub sasl_ssl_bootstrap: Option<String>,
     settings: KafkaSettings,
 }
 
@@ -104,7 +128,7 @@ fn replication_properties(n: usize) -> Vec<(&'static str, String)> {
 
 /// A node's `server.properties`: listeners on loopback, the quorum, and
 /// settings that make a test broker quick to start and to rebalance.
-pub fn server_properties(node: &KafkaNode, voters: &str, n: usize, extra: &[(String, String)]) -> String {
+pub fn server_properties(node: &KafkaNode, voters: &str, n: usize, extra: &[(String, String)], tls: Option<&KafkaTls>) -> String {
     let mut p: Vec<(String, String)> = vec![
         ("process.roles".into(), "broker,controller".into()),
         ("node.id".into(), node.id.to_string()),
@@ -129,6 +153,24 @@ pub fn server_properties(node: &KafkaNode, voters: &str, n: usize, extra: &[(Str
         ("num.io.threads".into(), "4".into()),
     ];
     p.extend(replication_properties(n).into_iter().map(|(k, v)| (k.to_string(), v)));
+    if let (Some(t), Some(ssl), Some(sasl)) = (tls, node.ssl_port, node.sasl_ssl_port) {
+        let set = |p: &mut Vec<(String, String)>, k: &str, v: String| match p.iter_mut().find(|(pk, _)| pk == k) {
+            Some(e) => e.1 = v,
+            None => p.push((k.to_string(), v)),
+        };
+        set(&mut p, "listeners", format!("PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{},SSL://127.0.0.1:{ssl},SASL_SSL://127.0.0.1:{sasl}", node.port, node.controller_port));
+        set(&mut p, "advertised.listeners", format!("PLAINTEXT://127.0.0.1:{},SSL://127.0.0.1:{ssl},SASL_SSL://127.0.0.1:{sasl}", node.port));
+        set(&mut p, "listener.security.protocol.map", "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL".into());
+        set(&mut p, "ssl.keystore.type", "PEM".into());
+        set(&mut p, "ssl.keystore.location", t.keystore.display().to_string());
+        set(&mut p, "ssl.truststore.type", "PEM".into());
+        set(&mut p, "ssl.truststore.location", t.truststore.display().to_string());
+        set(&mut p, "listener.name.ssl.ssl.client.auth", t.client_auth.clone());
+        set(&mut p, "sasl.enabled.mechanisms", "SCRAM-SHA-256,SCRAM-SHA-512".into());
+        for mech in ["scram-sha-256", "scram-sha-512"] {
+            set(&mut p, &format!("listener.name.sasl_ssl.{mech}.sasl.jaas.config"), "org.apache.kafka.common.security.scram.ScramLoginModule required;".into());
+        }
+    }
     for (k, v) in extra {
         match p.iter_mut().find(|(pk, _)| pk == k) {
             Some(e) => e.1 = v.clone(),
@@ -192,12 +234,16 @@ impl Kafka {
                 (0, Some(p)) => p,
                 _ => (free_port()?, free_port()?),
             };
-            nodes.push(KafkaNode { id, port, controller_port, dir: node_dir, proc: None });
+            let (ssl_port, sasl_ssl_port) = match settings.tls {
+                Some(_) => (Some(free_port()?), Some(free_port()?)),
+                None => (None, None),
+            };
+            nodes.push(KafkaNode { id, port, controller_port, ssl_port, sasl_ssl_port, dir: node_dir, proc: None });
         }
         let voters = nodes.iter().map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port)).collect::<Vec<_>>().join(",");
         let id = cluster_id();
         for node in &nodes {
-            std::fs::write(node.dir.join("server.properties"), server_properties(node, &voters, n, &settings.properties))?;
+            std::fs::write(node.dir.join("server.properties"), server_properties(node, &voters, n, &settings.properties, settings.tls.as_ref()))?;
             std::fs::write(node.dir.join("log4j2.properties"), LOG4J2)?;
         }
         // Formatting is a JVM start each: format the nodes side by side.
@@ -209,7 +255,9 @@ impl Kafka {
             }
         }
         let bootstrap = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect::<Vec<_>>().join(",");
-        let mut k = Kafka { nodes, bootstrap, settings };
+        let listed = |port: fn(&KafkaNode) -> Option<u16>| -> Option<String> { nodes.iter().map(|n| port(n).map(|p| format!("127.0.0.1:{p}"))).collect::<Option<Vec<_>>>().map(|v| v.join(",")) };
+        let (ssl_bootstrap, sasl_ssl_bootstrap) = (listed(|n| n.ssl_port), listed(|n| n.sasl_ssl_port));
+        let mut k = Kafka { nodes, bootstrap, ssl_bootstrap, sasl_ssl_bootstrap, settings };
         for i in 0..n {
             k.spawn(i)?;
         }
@@ -336,6 +384,11 @@ fn format(node: &KafkaNode, cluster_id: &str, settings: &KafkaSettings) -> Resul
     // One argument with `=`: a random id can start with `-`, which the
     // tool's parser would otherwise take for an option (1 start in 64).
     cmd.args(["format", "--ignore-formatted", &format!("--cluster-id={cluster_id}"), "-c"]).arg(node.dir.join("server.properties"));
+    for (name, password) in settings.tls.iter().flat_map(|t| &t.scram_users) {
+        for mech in ["SCRAM-SHA-256", "SCRAM-SHA-512"] {
+            cmd.arg("--add-scram").arg(format!("{mech}=[name={name},password={password}]"));
+        }
+    }
     cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     cmd.spawn().map_err(|source| LocalError::Spawn { program: java().display().to_string(), source })
 }
@@ -363,8 +416,8 @@ mod tests {
 
     #[test]
     fn a_node_of_three_replicates_everything_and_needs_two_in_sync() {
-        let node = KafkaNode { id: 2, port: 9001, controller_port: 9002, dir: PathBuf::from("/d"), proc: None };
-        let p = server_properties(&node, "1@a,2@b,3@c", 3, &[("log.segment.bytes".into(), "1048576".into()), ("x.y".into(), "z".into())]);
+        let node = KafkaNode { id: 2, port: 9001, controller_port: 9002, ssl_port: None, sasl_ssl_port: None, dir: PathBuf::from("/d"), proc: None };
+        let p = server_properties(&node, "1@a,2@b,3@c", 3, &[("log.segment.bytes".into(), "1048576".into()), ("x.y".into(), "z".into())], None);
         for line in [
             "node.id=2",
             "controller.quorum.voters=1@a,2@b,3@c",
@@ -380,7 +433,7 @@ mod tests {
             assert!(p.lines().any(|l| l == line), "{line} missing from\n{p}");
         }
         assert_eq!(p.lines().filter(|l| l.starts_with("log.segment.bytes=")).count(), 1, "an extra setting replaces the default");
-        let single = server_properties(&node, "2@b", 1, &[]);
+        let single = server_properties(&node, "2@b", 1, &[], None);
         assert!(single.lines().any(|l| l == "offsets.topic.replication.factor=1") && single.lines().any(|l| l == "min.insync.replicas=1"));
     }
 
@@ -388,8 +441,8 @@ mod tests {
     #[test]
     fn a_cluster_id_starting_with_a_dash_formats() {
         let dir = tempfile::tempdir().unwrap();
-        let node = KafkaNode { id: 1, port: 9001, controller_port: 9002, dir: dir.path().to_path_buf(), proc: None };
-        std::fs::write(dir.path().join("server.properties"), server_properties(&node, "1@127.0.0.1:9002", 1, &[])).unwrap();
+        let node = KafkaNode { id: 1, port: 9001, controller_port: 9002, ssl_port: None, sasl_ssl_port: None, dir: dir.path().to_path_buf(), proc: None };
+        std::fs::write(dir.path().join("server.properties"), server_properties(&node, "1@127.0.0.1:9002", 1, &[], None)).unwrap();
         let out = format(&node, "-AAAAAAAAAAAAAAAAAAAAA", &KafkaSettings::default()).unwrap().wait_with_output().unwrap();
         assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }

@@ -6,7 +6,7 @@
 
 pub mod kafka;
 
-pub use kafka::{Kafka, KafkaSettings};
+pub use kafka::{Kafka, KafkaSettings, KafkaTls};
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -194,7 +194,7 @@ pub fn command(exe: &Path, cfg: &Config, subcommand: &str) -> Command {
     let mut cmd = Command::new(exe);
     let settings = [
         ("RESERVOIR_KAFKA_BOOTSTRAP", cfg.kafka_bootstrap.as_str()),
-        ("RESERVOIR_REDIS_URL", &cfg.redis_url),
+        ("RESERVOIR_REDIS_URL", &cfg.redis.url),
         ("RESERVOIR_GROUP_ID", &cfg.group_id),
         ("RESERVOIR_SOURCE", &cfg.source),
         ("RESERVOIR_TOPIC_STOCK", &t.stock),
@@ -207,6 +207,21 @@ pub fn command(exe: &Path, cfg: &Config, subcommand: &str) -> Command {
         ("RESERVOIR_TOPIC_DEAD_LETTER", &t.dead_letter),
     ];
     cmd.arg(subcommand).envs(settings).env_remove("RESERVOIR_KAFKA_OPTIONS").env_remove("RESERVOIR_KAFKA_PRODUCER_OPTIONS").env_remove("RESERVOIR_KAFKA_CONSUMER_OPTIONS").env_remove("RESERVOIR_CONFIG");
+    for var in ["RESERVOIR_REDIS_USERNAME", "RESERVOIR_REDIS_PASSWORD", "RESERVOIR_REDIS_PASSWORD_FILE", "RESERVOIR_REDIS_CA_FILE", "RESERVOIR_REDIS_CLIENT_CERT", "RESERVOIR_REDIS_CLIENT_KEY"] {
+        cmd.env_remove(var);
+    }
+    let r = &cfg.redis;
+    // The environment, not flags: a password in argv is visible to `ps`.
+    for (var, v) in [("RESERVOIR_REDIS_USERNAME", r.username.clone()), ("RESERVOIR_REDIS_PASSWORD", r.password.clone())] {
+        if let Some(v) = v {
+            cmd.env(var, v);
+        }
+    }
+    for (var, p) in [("RESERVOIR_REDIS_CA_FILE", &r.ca_file), ("RESERVOIR_REDIS_CLIENT_CERT", &r.client_cert), ("RESERVOIR_REDIS_CLIENT_KEY", &r.client_key)] {
+        if let Some(p) = p {
+            cmd.env(var, p);
+        }
+    }
     let e = &cfg.engine;
     cmd.env("RESERVOIR_HOLD_TIME_SECS", e.hold_time.as_secs().max(1).to_string());
     cmd.env("RESERVOIR_IDEMPOTENCY_RETENTION_SECS", e.idempotency_retention.as_secs().max(1).to_string());

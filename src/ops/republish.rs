@@ -121,7 +121,7 @@ impl Checkpoint {
 /// Runs (or continues) a republish; `stop` ends it early, after the page in
 /// flight is acknowledged and checkpointed.
 pub async fn republish(cfg: &Config, args: &RepublishArgs, stop: impl std::future::Future<Output = ()> + Send + 'static) -> Result<Summary, RepublishError> {
-    let mut conn = Conn::connect(&cfg.redis_url).await?;
+    let mut conn = Conn::connect(&cfg.redis).await?;
     let mut channels = crate::store::read_channels(&mut conn).await?;
     if let Some(c) = &args.channel {
         if !channels.contains_key(c) {
@@ -131,7 +131,7 @@ pub async fn republish(cfg: &Config, args: &RepublishArgs, stop: impl std::futur
     }
     let nodes = conn.scan_nodes().await?;
     let fresh = Checkpoint {
-        redis_url: cfg.redis_url.clone(),
+        redis_url: cfg.redis.to_string(),
         topic: cfg.topics.availability.clone(),
         channel: args.channel.clone(),
         sku_prefix: args.sku_prefix.clone(),

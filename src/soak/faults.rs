@@ -84,7 +84,7 @@ impl Fault {
             Fault::ScriptFlush => {
                 // Redis may still be loading its AOF after a kill just before.
                 let flush = || async {
-                    let mut c = crate::store::Conn::connect(&cfg.redis_url).await?;
+                    let mut c = crate::store::Conn::connect(&cfg.redis).await?;
                     redis::cmd("SCRIPT").arg("FLUSH").query_async::<()>(&mut c).await.map_err(crate::store::StoreError::from)
                 };
                 let backoff = ExponentialBuilder::default().with_max_delay(Duration::from_secs(2)).with_max_times(40);
@@ -109,7 +109,7 @@ impl Fault {
 /// Every check after the run; returns the violations.
 pub async fn check_all(cfg: &Config, ledger: &Ledger, mut out: Recorded, skus: u64, report: &mut SoakReport) -> Result<Vec<String>, SoakError> {
     let mut v = Vec::new();
-    let mut conn = crate::store::Conn::connect(&cfg.redis_url).await?;
+    let mut conn = crate::store::Conn::connect(&cfg.redis).await?;
     let audit = crate::ops::audit::audit(&mut conn, None, 1000).await?;
     // The oversell check is per sku over all locations (every channel sells
     // from all), below: reserved above on hand at one location alone is no

@@ -5,9 +5,9 @@ use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::io::tcp::TcpSettings;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-use redis::{Cmd, ErrorKind, IntoConnectionInfo, Pipeline, RedisFuture, ServerErrorKind, Value};
+use redis::{Cmd, ErrorKind, Pipeline, RedisFuture, ServerErrorKind, Value};
 
-use super::StoreError;
+use super::{RedisTarget, StoreError};
 
 /// A multiplexed connection: clones share it, and concurrent calls are
 /// pipelined on the wire by redis-rs.
@@ -25,29 +25,37 @@ fn tcp() -> TcpSettings {
 }
 
 impl Conn {
-    /// `url` is one Redis URL, or a comma-separated seed list (two or more
-    /// URLs) of a Redis Cluster.
-    pub async fn connect(url: &str) -> Result<Conn, StoreError> {
-        let urls: Vec<&str> = url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
-        match urls.as_slice() {
+    /// `target`'s URL is one Redis URL, or a comma-separated seed list (two
+    /// or more URLs) of a Redis Cluster; `rediss://` connects over TLS.
+    pub async fn connect(target: impl Into<RedisTarget>) -> Result<Conn, StoreError> {
+        let target: RedisTarget = target.into();
+        let certs = target.certificates()?;
+        match target.urls().as_slice() {
             [] => Err(StoreError::Config("the Redis URL is empty: set RESERVOIR_REDIS_URL, e.g. redis://127.0.0.1:6379".into())),
             [one] => {
-                let info = one.into_connection_info().map_err(|e| StoreError::Config(format!("Redis URL {one:?}: {e}")))?;
-                let client = redis::Client::open(info.set_tcp_settings(tcp())).map_err(|e| StoreError::Config(format!("Redis URL {one:?}: {e}")))?;
+                let info = target.info(one)?.set_tcp_settings(tcp());
+                let client = match certs {
+                    Some(c) => redis::Client::build_with_tls(info, c),
+                    None => redis::Client::open(info),
+                }
+                .map_err(|e| StoreError::Config(format!("Redis URL {target}: {e}")))?;
                 let cfg = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
                     .set_response_timeout(Some(std::time::Duration::from_secs(10)))
                     .set_number_of_retries(1);
-                Ok(Conn::Single(ConnectionManager::new_with_config(client, cfg).await?))
+                Ok(Conn::Single(ConnectionManager::new_with_config(client, cfg).await.map_err(|e| target.connect_error(e))?))
             }
             many => {
-                let client = redis::cluster::ClusterClient::builder(many.iter().copied())
+                let seeds = many.iter().map(|u| target.info(u)).collect::<Result<Vec<_>, _>>()?;
+                let mut b = redis::cluster::ClusterClient::builder(seeds)
                     .connection_timeout(std::time::Duration::from_secs(5))
                     .response_timeout(std::time::Duration::from_secs(10))
-                    .tcp_settings(tcp())
-                    .build()
-                    .map_err(|e| StoreError::Config(format!("Redis Cluster seeds {url:?}: {e}")))?;
-                Ok(Conn::Cluster(client.get_async_connection().await?))
+                    .tcp_settings(tcp());
+                if let Some(c) = certs {
+                    b = b.certs(c);
+                }
+                let client = b.build().map_err(|e| StoreError::Config(format!("Redis Cluster seeds {target}: {e}")))?;
+                Ok(Conn::Cluster(client.get_async_connection().await.map_err(|e| target.connect_error(e))?))
             }
         }
     }

@@ -13,6 +13,7 @@ mod holds;
 pub mod keys;
 mod orders;
 pub mod reply;
+mod target;
 pub(crate) mod scripts;
 mod stock;
 
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use channels::load as read_channels;
 pub use conn::Conn;
+pub use target::{redact_urls, RedisTarget};
 pub use fence::Landed;
 pub use holds::Swept;
 pub use orders::{ORDER_NOT_PLACED, CancelOutcome, CreditLine, CreditMemo, OrderLine, PlaceOrder, Shipment, ShipmentLine};
@@ -251,8 +253,8 @@ pub struct Engine {
 impl Engine {
     /// Connects and loads every script into the server's cache (so pipelined
     /// EVALSHA calls find them; a later NOSCRIPT still falls back to EVAL).
-    pub async fn connect(redis_url: &str, cfg: EngineConfig, clock: Clock) -> Result<Engine, StoreError> {
-        let conn = Conn::connect(redis_url).await?;
+    pub async fn connect(redis: impl Into<RedisTarget>, cfg: EngineConfig, clock: Clock) -> Result<Engine, StoreError> {
+        let conn = Conn::connect(redis).await?;
         let engine = Engine {
             conn,
             scripts: Arc::new(Scripts::new()),

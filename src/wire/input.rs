@@ -60,7 +60,7 @@ pub enum Body {
 pub enum DecodeError {
     #[error("the message value is {size} bytes, more than the {max} allowed; split the event or raise RESERVOIR_MAX_MESSAGE_BYTES")]
     TooLarge { size: usize, max: usize },
-    #[error("the message value is not JSON ({0}); producers must send CloudEvents structured-mode JSON")]
+    #[error("the message value is not JSON ({0}); producers must send CloudEvents JSON, in structured mode (the whole event) or binary mode (ce_* headers, data as the value)")]
     MalformedJson(String),
     #[error("{message}")]
     InvalidEnvelope { message: String, event_id: Option<String> },
@@ -102,12 +102,50 @@ pub fn topic_of(ty: &str) -> Option<TopicKind> {
     })
 }
 
-/// Decodes one message value that arrived on a `kind` topic.
+/// Decodes one message that arrived on a `kind` topic, in either content
+/// mode of the CloudEvents Kafka protocol binding: binary when it has
+/// `ce_*` headers (the attributes, as strings) and a `content-type` that is
+/// not `application/cloudevents...`; the value is then the `data` object.
+/// Otherwise structured: the value is the whole event ([`decode`]). Both
+/// are checked by the same rules and refused with the same codes.
+pub fn decode_message(kind: TopicKind, headers: &[(&str, &[u8])], value: &[u8], max_bytes: usize) -> Result<InputEvent, DecodeError> {
+    let header = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| *v);
+    let content_type = header("content-type").map(String::from_utf8_lossy);
+    let attributes: Vec<&(&str, &[u8])> = headers.iter().filter(|(k, _)| k.len() > 3 && k[..3].eq_ignore_ascii_case("ce_")).collect();
+    if attributes.is_empty() || content_type.as_deref().is_some_and(|c| c.trim_start().starts_with("application/cloudevents")) {
+        return decode(kind, value, max_bytes);
+    }
+    if value.len() > max_bytes {
+        return Err(DecodeError::TooLarge { size: value.len(), max: max_bytes });
+    }
+    let data: Value = serde_json::from_slice(value).map_err(|e| DecodeError::MalformedJson(format!("{e}; in binary mode (ce_* headers) the value is the event's data, a JSON object")))?;
+    let mut envelope = serde_json::Map::new();
+    for (k, v) in attributes {
+        let text = std::str::from_utf8(v).map_err(|_| DecodeError::InvalidEnvelope { message: format!("header {k} is not UTF-8; CloudEvents attributes are strings"), event_id: None })?;
+        envelope.insert(k[3..].to_ascii_lowercase(), Value::String(text.to_string()));
+    }
+    if let Some(ct) = content_type {
+        envelope.insert("datacontenttype".into(), Value::String(ct.into_owned()));
+    }
+    envelope.insert("data".into(), data);
+    decode_value(kind, Value::Object(envelope)).map_err(|e| match e {
+        DecodeError::InvalidEnvelope { message, event_id } => {
+            DecodeError::InvalidEnvelope { message: format!("{message} (binary mode: each attribute is a ce_ header, e.g. ce_type)"), event_id }
+        }
+        e => e,
+    })
+}
+
+/// Decodes one message value (a structured-mode CloudEvent) that arrived on a `kind` topic.
 pub fn decode(kind: TopicKind, value: &[u8], max_bytes: usize) -> Result<InputEvent, DecodeError> {
     if value.len() > max_bytes {
         return Err(DecodeError::TooLarge { size: value.len(), max: max_bytes });
     }
     let v: Value = serde_json::from_slice(value).map_err(|e| DecodeError::MalformedJson(e.to_string()))?;
+    decode_value(kind, v)
+}
+
+fn decode_value(kind: TopicKind, v: Value) -> Result<InputEvent, DecodeError> {
     let env_err = |message: String, event_id: Option<String>| DecodeError::InvalidEnvelope { message, event_id };
     let env = Obj::new(&v, "the event").map_err(|e| env_err(format!("{}; send a CloudEvents 1.0 JSON object", e.0), None))?;
     let id = match v.get("id") {

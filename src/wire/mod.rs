@@ -5,4 +5,4 @@ mod fields;
 pub mod input;
 pub mod output;
 
-pub use input::{decode, Body, DecodeError, InputEvent, TopicKind};
+pub use input::{decode, decode_message, Body, DecodeError, InputEvent, TopicKind};

@@ -42,7 +42,7 @@ pub enum WorkerError {
     Subscribe(#[source] KafkaError),
     #[error(transparent)]
     Publish(#[from] PublishError),
-    #[error("Redis: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]
     Http(#[source] std::io::Error),
@@ -52,6 +52,8 @@ pub enum WorkerError {
     Bug { topic: String, partition: i32, offset: i64, kind: &'static str, error: StoreError },
     #[error("the hold sweep failed for good, so the worker stopped: {0}")]
     Sweep(#[source] Box<WorkerError>),
+    #[error("{0}")]
+    KafkaRefused(String),
     #[error("cannot listen for SIGUSR1 (RESERVOIR_CRASH_POINT): {0}")]
     CrashPoint(#[source] std::io::Error),
 }
@@ -60,6 +62,9 @@ pub enum WorkerError {
 /// and tells the probes and metrics what librdkafka reports.
 struct Context {
     health: Arc<Health>,
+    cfg: Config,
+    /// Set once a broker refuses the worker's credentials or certificate.
+    refused: watch::Sender<Option<String>>,
 }
 
 impl ClientContext for Context {
@@ -79,6 +84,12 @@ impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
         if matches!(error, KafkaError::Global(rdkafka::types::RDKafkaErrorCode::AllBrokersDown)) {
             self.health.broker_down.store(true, Ordering::Relaxed);
+        }
+        if let KafkaError::Global(code) = error {
+            if let Some(m) = crate::kafka::refused_credentials(code, reason, &self.cfg) {
+                self.refused.send_replace(Some(m));
+                return;
+            }
         }
         tracing::warn!(error = %error, "Kafka: {reason}; librdkafka reconnects by itself");
     }
@@ -120,11 +131,11 @@ fn batch_span(msgs: &[rdkafka::message::OwnedMessage]) -> tracing::Span {
 
 /// Connects to Redis, retrying with backoff until it answers or shutdown.
 async fn connect_engine(cfg: &Config, shutdown: &watch::Receiver<bool>) -> Result<Option<Engine>, StoreError> {
-    let connect = || Engine::connect(&cfg.redis_url, cfg.engine.clone(), Default::default());
+    let connect = || Engine::connect(&cfg.redis, cfg.engine.clone(), Default::default());
     let r = connect
         .retry(ExponentialBuilder::default().with_max_delay(Duration::from_secs(5)).without_max_times())
         .when(|e: &StoreError| e.is_retryable() && !*shutdown.borrow())
-        .notify(|e, wait| tracing::warn!(error = %e, retry_in = ?wait, "waiting for Redis at {}", cfg.redis_url))
+        .notify(|e, wait| tracing::warn!(error = %e, retry_in = ?wait, "waiting for Redis at {}", cfg.redis))
         .await;
     match r {
         Ok(e) => Ok(Some(e)),
@@ -147,7 +158,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         let until_stop = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        crate::http::serve(addr, health.clone(), &cfg.redis_url, until_stop).await.map_err(WorkerError::Http)?;
+        crate::http::serve(addr, health.clone(), &cfg.redis, until_stop).await.map_err(WorkerError::Http)?;
     }
     let engine = tokio::select! {
         e = connect_engine(&cfg, &stop) => e?,
@@ -155,7 +166,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     };
     let Some(engine) = engine else { return Ok(()) };
     let publisher = Arc::new(Publisher::new(&cfg)?);
-    let consumer: StreamConsumer<Context> = crate::kafka::consumer_config(&cfg).create_with_context(Context { health }).map_err(WorkerError::Consumer)?;
+    let (refused_tx, mut refused) = watch::channel(None);
+    let context = Context { health, cfg: cfg.clone(), refused: refused_tx };
+    let consumer: StreamConsumer<Context> = crate::kafka::consumer_config(&cfg).create_with_context(context).map_err(WorkerError::Consumer)?;
     consumer.subscribe(&cfg.topics.inputs()).map_err(WorkerError::Subscribe)?;
     tracing::info!(group = %cfg.group_id, topics = ?cfg.topics.inputs(), "worker started");
     if let Some(s) = cfg.sabotage {
@@ -170,6 +183,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         tokio::select! {
             biased;
             _ = &mut shutdown => break Ok(()),
+            _ = refused.changed() => {
+                let m = refused.borrow().clone().unwrap_or_default();
+                break Err(WorkerError::KafkaRefused(m));
+            }
             // Before messages: under a backlog a batch is always ready, and
             // expired holds must still be released within a sweep interval.
             _ = sweep.tick() => {

@@ -22,6 +22,9 @@ const DLQ_MAX_VALUE: usize = 900 * 1024;
 /// header counts toward the same message limit as the value.
 const DLQ_MAX_MESSAGE: usize = 4096;
 
+/// Most bytes of the input's own headers a dead letter carries.
+const DLQ_MAX_HEADERS: usize = 16 * 1024;
+
 /// `message` cut to `max` bytes at a character boundary, saying how long it was.
 fn capped(message: &str, max: usize) -> String {
     if message.len() <= max {
@@ -45,6 +48,29 @@ pub struct Origin {
     pub key: Vec<u8>,
     #[serde(with = "base64_bytes")]
     pub value: Vec<u8>,
+    /// The input's own headers (a binary-mode CloudEvent's attributes are
+    /// there), kept on its dead letter; none for origins stored before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "base64_headers")]
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// A message's headers as (name, value); a header without a value as empty.
+pub fn headers_of(m: &OwnedMessage) -> Vec<(String, Vec<u8>)> {
+    use rdkafka::message::Headers as _;
+    m.headers().map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect()).unwrap_or_default()
+}
+
+mod base64_headers {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(h: &[(String, Vec<u8>)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(h.iter().map(|(k, v)| (k, B64.encode(v))))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, Vec<u8>)>, D::Error> {
+        let h = Vec::<(String, String)>::deserialize(d)?;
+        h.into_iter().map(|(k, v)| Ok((k, B64.decode(v).map_err(serde::de::Error::custom)?))).collect()
+    }
 }
 
 mod base64_bytes {
@@ -69,6 +95,7 @@ impl Origin {
             event_id: event_id.map(str::to_string),
             key: m.key().unwrap_or_default().to_vec(),
             value: m.payload().unwrap_or_default().to_vec(),
+            headers: headers_of(m).into_iter().filter(|(k, _)| !k.starts_with("dlq.")).collect(),
         }
     }
 
@@ -81,15 +108,30 @@ impl Origin {
         serde_json::from_str(s)
     }
 
-    /// The original key and value with the `dlq.*` headers.
+    /// The original key, value and headers with the `dlq.*` headers.
     pub fn dead_letter(&self, dead_letter_topic: &str, code: &str, message: &str) -> Out {
-        let mut headers = vec![
+        // The input's own headers, as many as fit in a bound: with the
+        // value's, the dead letter must stay within Kafka's message limit.
+        let mut headers = Vec::new();
+        let (mut size, mut dropped) = (0, 0);
+        for (k, v) in &self.headers {
+            size += k.len() + v.len();
+            if size <= DLQ_MAX_HEADERS {
+                headers.push((k.clone(), v.clone()));
+            } else {
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            headers.push(("dlq.headers_dropped".to_string(), dropped.to_string().into_bytes()));
+        }
+        headers.extend([
             ("dlq.code".to_string(), code.as_bytes().to_vec()),
             ("dlq.message".to_string(), capped(message, DLQ_MAX_MESSAGE).into_bytes()),
             ("dlq.topic".to_string(), self.topic.as_bytes().to_vec()),
             ("dlq.partition".to_string(), self.partition.to_string().into_bytes()),
             ("dlq.offset".to_string(), self.offset.to_string().into_bytes()),
-        ];
+        ]);
         if let Some(id) = &self.event_id {
             headers.push(("dlq.event_id".to_string(), id.as_bytes().to_vec()));
         }
@@ -115,13 +157,17 @@ mod tests {
             event_id: Some("e-1".into()),
             key: vec![0, 255, b'"', b'\n'],
             value: br#"{"id":"e-1","data":{"q":1.50}}"#.to_vec(),
+            headers: vec![("ce_type".into(), b"shipment.created".to_vec()), ("bin".into(), vec![0, 255])],
         };
         assert_eq!(Origin::decode(&o.encode()).unwrap(), o);
+        // Stored before origins kept headers.
+        let old = r#"{"topic":"t","partition":0,"offset":1,"event_id":null,"key":"aw==","value":"dg=="}"#;
+        assert_eq!(Origin::decode(old).unwrap().headers, vec![]);
     }
 
     #[test]
     fn a_long_refusal_message_is_cut_to_a_few_kilobytes() {
-        let o = Origin { topic: "t".into(), partition: 0, offset: 0, event_id: None, key: b"k".to_vec(), value: b"v".to_vec() };
+        let o = Origin { topic: "t".into(), partition: 0, offset: 0, event_id: None, key: b"k".to_vec(), value: b"v".to_vec(), headers: vec![] };
         let long = "data.lines[line_id=\"é\"]: over_refund; ".repeat(20_000);
         let out = o.dead_letter("dl", "over_refund", &long);
         let m = &out.headers.iter().find(|(k, _)| k == "dlq.message").unwrap().1;
@@ -131,11 +177,15 @@ mod tests {
 
     #[test]
     fn dead_letter_keeps_key_value_and_names_the_origin() {
-        let o = Origin { topic: "t".into(), partition: 1, offset: 7, event_id: None, key: b"k".to_vec(), value: b"v".to_vec() };
+        let headers = vec![("ce_type".to_string(), b"shipment.created".to_vec()), ("big".to_string(), vec![b'x'; DLQ_MAX_HEADERS])];
+        let o = Origin { topic: "t".into(), partition: 1, offset: 7, event_id: None, key: b"k".to_vec(), value: b"v".to_vec(), headers };
         let out = o.dead_letter("inventory.dead-letter", "over_refund", "data.lines[line_id=\"1\"]: too much");
         assert_eq!((out.key.as_slice(), out.payload.as_slice()), (&b"k"[..], &b"v"[..]));
         let h: Vec<(&str, &[u8])> = out.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
         assert!(h.contains(&("dlq.offset", &b"7"[..])) && h.contains(&("dlq.topic", &b"t"[..])), "{h:?}");
         assert!(!h.iter().any(|(k, _)| *k == "dlq.event_id"));
+        // The input's own headers come along (a binary-mode event's attributes), within a bound.
+        assert!(h.contains(&("ce_type", &b"shipment.created"[..])) && !h.iter().any(|(k, _)| *k == "big"), "{h:?}");
+        assert!(h.contains(&("dlq.headers_dropped", &b"1"[..])), "{h:?}");
     }
 }

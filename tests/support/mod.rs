@@ -184,4 +184,5 @@ pub async fn engine(url: &str) -> (Engine, Clock) {
 pub mod kafka;
 pub mod orders;
 pub mod stack;
+pub mod tls;
 pub mod worker;

@@ -97,7 +97,7 @@ impl Workload {
                 break s;
             }
             if Instant::now() > deadline {
-                let mut conn = redis::Client::open(cfg.redis_url.as_str()).unwrap().get_connection().unwrap();
+                let mut conn = redis::Client::open(cfg.redis.url.as_str()).unwrap().get_connection().unwrap();
                 let states: Vec<(String, Option<String>)> = missing
                     .iter()
                     .take(10)
@@ -124,7 +124,7 @@ impl Workload {
             assert!(k.contains("inventory.reservation.confirmed"), "order {o}: {k:?}");
         }
         let expected = self.expected();
-        let (engine, _) = super::engine(&cfg.redis_url).await;
+        let (engine, _) = super::engine(&cfg.redis.url).await;
         let chans = vec!["l1".to_string(), "l2".to_string()];
         let mut avail = Reader::new(&cfg.kafka_bootstrap, &cfg.topics.availability);
         let want: BTreeMap<String, i64> = expected.iter().map(|(s, n)| (format!("{}/{s}", self.ch), *n)).collect();

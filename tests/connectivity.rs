@@ -1,0 +1,267 @@
+//! Reaching managed services: Apache Kafka over TLS and SASL_SSL (SCRAM),
+//! inputs written with every compression codec by Kafka's own Java client,
+//! and Redis over TLS with an ACL user, single and as a Redis Cluster. Each
+//! test starts the servers it needs with a CA of its own; wrong credentials
+//! stop the worker with an error that names what to fix and never the secret.
+
+mod support;
+
+use std::time::Duration;
+
+use reservoir::config::Config;
+use reservoir::local::{Kafka, KafkaSettings, KafkaTls};
+use serde_json::json;
+use support::kafka::{config, producer, send, Reader};
+use support::tls::{java_produce, spawn_tls_redis, tls_cli, wait_tls_ping, TestCa};
+use support::worker::{event, InProcess};
+use support::{uid, RedisServer};
+
+const T: Duration = Duration::from_secs(60);
+
+/// A channel, a level of 10 at its location, then an order of 2: the
+/// order's result, read back. The stock goes first and is awaited (inputs
+/// of different topics are not ordered).
+async fn place_an_order(cfg: &Config, plain_bootstrap: &str) -> serde_json::Value {
+    let t = &cfg.topics;
+    let p = producer(plain_bootstrap);
+    let u = uid();
+    let (ch, sku, order) = (format!("ch-{u}"), format!("SKU-{u}"), format!("o-{u}"));
+    let mut avail = Reader::new(plain_bootstrap, &t.availability);
+    let mut results = Reader::new(plain_bootstrap, &t.reservations);
+    send(&p, &t.stock, &ch, &event(&format!("c-{u}"), "inventory.channel.configured", json!({"channel": ch, "locations": ["wh"]}))).await;
+    send(&p, &t.stock, &sku, &event(&format!("l-{u}"), "inventory.level.set", json!({"sku": sku, "location": "wh", "on_hand": 10}))).await;
+    let key = format!("{ch}/{sku}");
+    avail.until(T, "availability 10", |s| s.iter().any(|r| r.key == key && r.value["data"]["available"] == json!(10))).await;
+    let placed = json!({"order_id": order, "channel": ch, "lines": [{"line_id": "1", "sku": sku, "quantity": 2}]});
+    send(&p, &t.orders, &order, &event(&format!("p-{u}"), "order.placed", placed)).await;
+    let seen = results.until(T, "the order's result", |s| s.iter().any(|r| r.value["data"]["order_id"] == json!(order))).await;
+    seen.iter().find(|r| r.value["data"]["order_id"] == json!(order)).unwrap().value.clone()
+}
+
+fn tls_broker(ca: &TestCa, dir: &std::path::Path, users: &[(&str, &str)]) -> Kafka {
+    let cert = ca.issue("kafka");
+    let tls = KafkaTls {
+        keystore: cert.keystore,
+        truststore: ca.ca.clone(),
+        client_auth: "none".into(),
+        scram_users: users.iter().map(|(u, p)| (u.to_string(), p.to_string())).collect(),
+    };
+    Kafka::start(dir, 1, None, KafkaSettings { die_with_parent: true, tls: Some(tls), ..Default::default() }).unwrap_or_else(|e| panic!("Apache Kafka with TLS listeners did not start: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_runs_over_kafka_tls_and_sasl_scram_and_a_wrong_password_stops_it_naming_the_listener() {
+    let ca = TestCa::new();
+    let dir = tempfile::Builder::new().prefix("reservoir-test-kafka-tls-").tempdir().unwrap();
+    let kafka = tls_broker(&ca, dir.path(), &[("app", "app-secret-1")]);
+    let redis = RedisServer::start();
+    let plain = kafka.bootstrap.clone();
+
+    // TLS: the brokers' certificate checked against the test's CA.
+    let mut cfg = config(&plain, &redis.url, 1).await;
+    cfg.kafka_bootstrap = kafka.ssl_bootstrap.clone().unwrap();
+    cfg.kafka_options.insert("security.protocol".into(), "ssl".into());
+    cfg.kafka_options.insert("ssl.ca.location".into(), ca.ca.display().to_string());
+    let worker = InProcess::start(cfg.clone());
+    let result = place_an_order(&cfg, &plain).await;
+    assert_eq!(result["type"], "inventory.reservation.confirmed", "{result}");
+    worker.stop().await;
+
+    // SASL_SSL with SCRAM-SHA-512.
+    let mut cfg = config(&plain, &redis.url, 1).await;
+    cfg.kafka_bootstrap = kafka.sasl_ssl_bootstrap.clone().unwrap();
+    for (k, v) in [("security.protocol", "sasl_ssl"), ("sasl.mechanism", "SCRAM-SHA-512"), ("sasl.username", "app"), ("sasl.password", "app-secret-1")] {
+        cfg.kafka_options.insert(k.into(), v.into());
+    }
+    cfg.kafka_options.insert("ssl.ca.location".into(), ca.ca.display().to_string());
+    let worker = InProcess::start(cfg.clone());
+    let result = place_an_order(&cfg, &plain).await;
+    assert_eq!(result["type"], "inventory.reservation.confirmed", "{result}");
+    worker.stop().await;
+
+    // A wrong password: one error naming the listener and the mechanism,
+    // never the password, and the worker ends instead of retrying for ever.
+    cfg.kafka_options.insert("sasl.password".into(), "not-the-secret-2".into());
+    let err = InProcess::start(cfg.clone()).ended(T).await.expect_err("a refused login stops the worker").to_string();
+    let listener = format!("sasl_ssl://{}", kafka.sasl_ssl_bootstrap.as_ref().unwrap());
+    assert!(err.contains(&listener) && err.contains("SCRAM-SHA-512") && err.contains("sasl.password"), "{err}");
+    assert!(!err.contains("not-the-secret-2") && !err.contains("app-secret-1"), "{err}");
+
+    // The CA left out: the system's roots do not know the test CA.
+    let mut cfg = config(&plain, &redis.url, 1).await;
+    cfg.kafka_bootstrap = kafka.ssl_bootstrap.clone().unwrap();
+    cfg.kafka_options.insert("security.protocol".into(), "ssl".into());
+    let err = InProcess::start(cfg).ended(T).await.expect_err("an untrusted certificate stops the worker").to_string();
+    assert!(err.contains("certificate verify failed") && err.contains("ssl.ca.location"), "{err}");
+}
+
+/// Each input topic written by Kafka's Java producer with another codec;
+/// our own outputs compressed with zstd and read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_in_every_codec_are_applied_and_outputs_can_be_zstd() {
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into())).with_test_writer().try_init();
+    let redis = RedisServer::start();
+    let bootstrap = support::kafka::shared();
+    let mut cfg = config(bootstrap, &redis.url, 1).await;
+    cfg.kafka_producer_options.insert("compression.type".into(), "zstd".into());
+    let t = cfg.topics.clone();
+    let worker = InProcess::start(cfg.clone());
+    let u = uid();
+    let (ch, sku) = (format!("ch-{u}"), format!("SKU-{u}"));
+    let key = format!("{ch}/{sku}");
+    let mut avail = Reader::new(bootstrap, &t.availability);
+    let mut results = Reader::new(bootstrap, &t.reservations);
+    let rec = |k: &str, id: &str, ty: &str, data: serde_json::Value| (k.to_string(), event(&format!("{id}-{u}"), ty, data));
+
+    java_produce(bootstrap, &t.stock, "gzip", &[
+        rec(&ch, "c", "inventory.channel.configured", json!({"channel": ch, "locations": ["wh"]})),
+        rec(&sku, "l", "inventory.level.set", json!({"sku": sku, "location": "wh", "on_hand": 10})),
+    ]);
+    avail.until(T, "availability 10 (gzip)", |s| s.iter().any(|r| r.key == key && r.value["data"]["available"] == json!(10))).await;
+
+    java_produce(bootstrap, &t.carts, "snappy", &[rec("cart-1", "h", "cart.line.held", json!({"cart_id": "cart-1", "channel": ch, "sku": sku, "quantity": 1}))]);
+    results.until(T, "hold confirmed (snappy)", |s| s.iter().any(|r| r.value["type"] == "inventory.hold.confirmed")).await;
+
+    let order = format!("o-{u}");
+    java_produce(bootstrap, &t.orders, "lz4", &[rec(&order, "p", "order.placed", json!({"order_id": order, "channel": ch, "lines": [{"line_id": "1", "sku": sku, "quantity": 2}]}))]);
+    results.until(T, "order confirmed (lz4)", |s| s.iter().any(|r| r.value["type"] == "inventory.reservation.confirmed")).await;
+
+    java_produce(bootstrap, &t.shipments, "zstd", &[rec(&order, "s", "shipment.created", json!({"shipment_id": format!("s-{u}"), "order_id": order, "location": "wh", "lines": [{"line_id": "1", "sku": sku, "quantity": 3}]}))]);
+    // 3 shipped of the 2 reserved: the third unit comes from free stock, so available moves (7 to 6).
+    avail.until(T, "on hand 7 after the shipment (zstd)", |s| s.iter().any(|r| r.key == key && r.value["data"]["on_hand"] == json!(7) && r.value["data"]["available"] == json!(6))).await;
+    let mut dead = Reader::new(bootstrap, &t.dead_letter);
+    assert!(dead.drain(Duration::from_secs(2)).await.is_empty(), "nothing dead-lettered");
+    worker.stop().await;
+}
+
+const REDIS_PW: &str = "redis-secret-3";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_runs_on_redis_over_tls_as_an_acl_user_and_a_wrong_password_says_so_without_it() {
+    let ca = TestCa::new();
+    let server = ca.issue("redis");
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let mut child = spawn_tls_redis(port, dir.path(), &server, &ca.ca, REDIS_PW, false);
+    wait_tls_ping(port, &ca.ca, REDIS_PW);
+    let bootstrap = support::kafka::shared();
+
+    // The user and password as separate settings, the CA as a file.
+    let mut cfg = config(bootstrap, &format!("rediss://127.0.0.1:{port}"), 1).await;
+    cfg.redis.username = Some("app".into());
+    cfg.redis.password = Some(REDIS_PW.into());
+    cfg.redis.ca_file = Some(ca.ca.clone());
+    let worker = InProcess::start(cfg.clone());
+    let result = place_an_order(&cfg, bootstrap).await;
+    assert_eq!(result["type"], "inventory.reservation.confirmed", "{result}");
+    worker.stop().await;
+    assert!(tls_cli(port, &ca.ca, REDIS_PW, &["DBSIZE"]).unwrap().trim() != "0", "the worker's keys are in the TLS Redis");
+
+    // The password in the URL and SSL_CERT_FILE instead of the CA setting,
+    // through the binary: a wrong password ends it, and neither its log
+    // nor its error shows the password.
+    let wrong = "wrong-pw-4";
+    let mut run = Config::new(bootstrap, &format!("rediss://app:{wrong}@127.0.0.1:{port}"), "g");
+    run.topics = cfg.topics.clone();
+    let out = reservoir::local::run_command(std::path::Path::new(env!("CARGO_BIN_EXE_reservoir")), &run)
+        .env("SSL_CERT_FILE", &ca.ca)
+        .env("RUST_LOG", "debug")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("reservoir binary");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("refused the credentials of user \"app\"") && log.contains(&format!("rediss://app:***@127.0.0.1:{port}")), "{log}");
+    assert!(!log.contains(wrong), "the password is in the log:\n{log}");
+
+    // No CA at all: the handshake is refused, and it says what to set.
+    let err = reservoir::store::Conn::connect(&format!("rediss://app:{REDIS_PW}@127.0.0.1:{port}")).await.err().expect("an untrusted certificate is refused").to_string();
+    assert!(err.contains("RESERVOIR_REDIS_CA_FILE") && !err.contains(REDIS_PW), "{err}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_runs_on_a_tls_redis_cluster_as_an_acl_user() {
+    let ca = TestCa::new();
+    let server = ca.issue("redis");
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| support::free_port()).collect();
+    let mut children: Vec<_> = ports.iter().map(|p| spawn_tls_redis(*p, dir.path(), &server, &ca.ca, REDIS_PW, true)).collect();
+    for p in &ports {
+        wait_tls_ping(*p, &ca.ca, REDIS_PW);
+    }
+    let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut args = vec!["--cluster", "create"];
+    args.extend(nodes.iter().map(String::as_str));
+    args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+    tls_cli(ports[0], &ca.ca, REDIS_PW, &args).unwrap_or_else(|e| panic!("redis-cli --cluster create over TLS: {e}"));
+    for p in &ports {
+        let start = std::time::Instant::now();
+        while !tls_cli(*p, &ca.ca, REDIS_PW, &["CLUSTER", "INFO"]).is_ok_and(|o| o.contains("cluster_state:ok")) {
+            assert!(start.elapsed() < Duration::from_secs(30), "cluster_state:ok on {p}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let bootstrap = support::kafka::shared();
+    let seeds = ports.iter().map(|p| format!("rediss://app:{REDIS_PW}@127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+    let mut cfg = config(bootstrap, &seeds, 1).await;
+    cfg.redis.ca_file = Some(ca.ca.clone());
+    assert!(!format!("{cfg:?}").contains(REDIS_PW));
+    let worker = InProcess::start(cfg.clone());
+    let result = place_an_order(&cfg, bootstrap).await;
+    assert_eq!(result["type"], "inventory.reservation.confirmed", "{result}");
+    worker.stop().await;
+    for c in &mut children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// CloudEvents binary content mode end to end: attributes in `ce_*`
+/// headers, the data as the value. Applied like the structured form; one
+/// without `ce_type` is dead-lettered `invalid_envelope` with its headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_mode_events_are_applied_and_a_broken_one_is_dead_lettered_with_its_headers() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::FutureRecord;
+    let redis = RedisServer::start();
+    let bootstrap = support::kafka::shared();
+    let cfg = config(bootstrap, &redis.url, 1).await;
+    let t = cfg.topics.clone();
+    let worker = InProcess::start(cfg.clone());
+    let p = producer(bootstrap);
+    let u = uid();
+    let (ch, sku) = (format!("ch-{u}"), format!("SKU-{u}"));
+    let send_binary = |key: String, id: String, ty: Option<&'static str>, data: serde_json::Value| {
+        let (p, topic) = (p.clone(), t.stock.clone());
+        async move {
+            let mut h = OwnedHeaders::new().insert(Header { key: "content-type", value: Some("application/json") });
+            for (k, v) in [("ce_specversion", "1.0"), ("ce_id", id.as_str()), ("ce_source", "binary-test"), ("ce_time", "2026-11-22T10:00:00Z")] {
+                h = h.insert(Header { key: k, value: Some(v) });
+            }
+            if let Some(ty) = ty {
+                h = h.insert(Header { key: "ce_type", value: Some(ty) });
+            }
+            let value = serde_json::to_vec(&data).unwrap();
+            p.send(FutureRecord::to(&topic).key(&key).payload(&value).headers(h), Duration::from_secs(30)).await.expect("delivered");
+        }
+    };
+    send_binary(ch.clone(), format!("c-{u}"), Some("inventory.channel.configured"), json!({"channel": ch, "locations": ["wh"]})).await;
+    send_binary(sku.clone(), format!("l-{u}"), Some("inventory.level.set"), json!({"sku": sku, "location": "wh", "on_hand": 4})).await;
+    send_binary(sku.clone(), format!("x-{u}"), None, json!({"sku": sku, "location": "wh", "on_hand": 99})).await;
+    let key = format!("{ch}/{sku}");
+    let mut avail = Reader::new(bootstrap, &t.availability);
+    avail.until(T, "availability 4 from binary-mode events", |s| s.iter().any(|r| r.key == key && r.value["data"]["available"] == json!(4))).await;
+    let mut dead = Reader::new(bootstrap, &t.dead_letter);
+    let seen = dead.until(T, "the dead letter of the event without ce_type", |s| !s.is_empty()).await;
+    let d = &seen[0];
+    assert_eq!(d.headers.get("dlq.code").map(String::as_str), Some("invalid_envelope"), "{:?}", d.headers);
+    assert!(d.headers["dlq.message"].contains("ce_type"), "{:?}", d.headers);
+    assert_eq!(d.headers.get("ce_id"), Some(&format!("x-{u}")), "the input's headers are kept: {:?}", d.headers);
+    assert_eq!(d.value["on_hand"], json!(99), "the value is the data, unchanged");
+    worker.stop().await;
+    let mut last = Reader::new(bootstrap, &t.availability);
+    let seen = last.drain(Duration::from_secs(2)).await;
+    assert!(seen.iter().all(|r| r.value["data"]["on_hand"] != json!(99)), "the broken event changed nothing");
+}

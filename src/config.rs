@@ -108,6 +108,11 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// How often expired holds are swept.
     pub sweep_interval: Duration,
+    /// Replicas that must have a batch's Redis writes (`WAIT`) before its
+    /// messages are published and its offsets stored; 0: no wait.
+    pub wait_replicas: u32,
+    /// How long one `WAIT` lasts before it is asked again.
+    pub wait_timeout: Duration,
     /// Raw librdkafka settings for every client (consumer, producer, admin).
     pub kafka_options: BTreeMap<String, String>,
     /// Raw librdkafka settings for producers only, applied after the shared
@@ -162,6 +167,8 @@ impl std::fmt::Debug for Config {
             .field("batch_size", &self.batch_size)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("sweep_interval", &self.sweep_interval)
+            .field("wait_replicas", &self.wait_replicas)
+            .field("wait_timeout", &self.wait_timeout)
             .field("kafka_options", &shown_options(&self.kafka_options))
             .field("kafka_producer_options", &shown_options(&self.kafka_producer_options))
             .field("kafka_consumer_options", &shown_options(&self.kafka_consumer_options))
@@ -185,6 +192,8 @@ impl Config {
             batch_size: 500,
             max_message_bytes: 1 << 20,
             sweep_interval: Duration::from_secs(1),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_secs(1),
             kafka_options: BTreeMap::new(),
             kafka_producer_options: BTreeMap::new(),
             kafka_consumer_options: BTreeMap::new(),
@@ -226,6 +235,15 @@ pub struct Settings {
     /// PEM private key of the Redis client certificate.
     #[arg(long, env = "RESERVOIR_REDIS_CLIENT_KEY")]
     pub redis_client_key: Option<PathBuf>,
+    /// Redis Sentinel: the master's name; RESERVOIR_REDIS_URL then lists the sentinels.
+    #[arg(long, env = "RESERVOIR_REDIS_SENTINEL_MASTER")]
+    pub redis_sentinel_master: Option<String>,
+    /// Replicas that must have a batch's Redis writes (WAIT) before its outputs and offsets (default 0; 1 with replicas).
+    #[arg(long, env = "RESERVOIR_REDIS_WAIT_REPLICAS")]
+    pub redis_wait_replicas: Option<u32>,
+    /// Milliseconds one WAIT for replicas lasts before it is asked again (default 1000).
+    #[arg(long, env = "RESERVOIR_REDIS_WAIT_TIMEOUT_MS")]
+    pub redis_wait_timeout_ms: Option<u64>,
     /// Consumer group of the workers.
     #[arg(long, env = "RESERVOIR_GROUP_ID")]
     pub group_id: Option<String>,
@@ -298,6 +316,9 @@ struct FileSettings {
     redis_ca_file: Option<PathBuf>,
     redis_client_cert: Option<PathBuf>,
     redis_client_key: Option<PathBuf>,
+    redis_sentinel_master: Option<String>,
+    redis_wait_replicas: Option<u32>,
+    redis_wait_timeout_ms: Option<u64>,
     group_id: Option<String>,
     source: Option<String>,
     topic_stock: Option<String>,
@@ -369,6 +390,14 @@ impl Settings {
         c.redis.ca_file = pick!(redis_ca_file);
         c.redis.client_cert = pick!(redis_client_cert);
         c.redis.client_key = pick!(redis_client_key);
+        c.redis.sentinel_master = pick!(redis_sentinel_master).filter(|m| !m.trim().is_empty());
+        c.wait_replicas = pick!(redis_wait_replicas).unwrap_or(0);
+        if let Some(ms) = pick!(redis_wait_timeout_ms) {
+            if ms == 0 {
+                return Err(ConfigError::Invalid("RESERVOIR_REDIS_WAIT_TIMEOUT_MS must be > 0 (0 would make WAIT block for ever)".into()));
+            }
+            c.wait_timeout = Duration::from_millis(ms);
+        }
         let t = &mut c.topics;
         for (slot, v) in [
             (&mut t.stock, pick!(topic_stock)),
@@ -526,8 +555,13 @@ mod tests {
         let both = Settings { redis_password: Some("x".into()), ..s };
         assert!(both.resolve().unwrap_err().to_string().contains("RESERVOIR_REDIS_PASSWORD_FILE"));
         std::fs::write(&pw, "\n").unwrap();
-        let empty = Settings { redis_password_file: Some(pw), ..base };
+        let empty = Settings { redis_password_file: Some(pw), ..base.clone() };
         assert!(empty.resolve().unwrap_err().to_string().contains("is empty"));
+        let sentinel = Settings { redis_sentinel_master: Some("mymaster".into()), redis_wait_replicas: Some(1), redis_wait_timeout_ms: Some(250), ..base.clone() };
+        let c = sentinel.resolve().unwrap();
+        assert_eq!((c.redis.sentinel_master.as_deref(), c.wait_replicas, c.wait_timeout), (Some("mymaster"), 1, Duration::from_millis(250)));
+        let forever = Settings { redis_wait_timeout_ms: Some(0), ..base };
+        assert!(forever.resolve().unwrap_err().to_string().contains("RESERVOIR_REDIS_WAIT_TIMEOUT_MS"));
     }
 
     /// The worked configurations under examples/ (README, "Connecting to

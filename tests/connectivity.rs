@@ -265,3 +265,89 @@ async fn binary_mode_events_are_applied_and_a_broken_one_is_dead_lettered_with_i
     let seen = last.drain(Duration::from_secs(2)).await;
     assert!(seen.iter().all(|r| r.value["data"]["on_hand"] != json!(99)), "the broken event changed nothing");
 }
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli").args(["-h", "127.0.0.1", "-p", &port.to_string()]).args(args).output().expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn await_cond(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < within, "timed out after {within:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Redis Sentinel: a master with two replicas and one sentinel. The worker
+/// finds the master through the sentinel and waits (WAIT 1) for a replica
+/// to have each batch before publishing; the master is killed -9, the
+/// sentinel promotes a replica, and the worker follows it: the next order
+/// sees the first one's reservation, so nothing it published was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_follows_a_sentinel_failover_and_waits_for_a_replica_before_publishing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..4).map(|_| support::free_port()).collect();
+    let (master, sentinel) = (ports[0], ports[3]);
+    let mut servers = vec![support::spawn_redis(master, dir.path(), &["--dbfilename", "m.rdb"])];
+    for (i, p) in ports[1..3].iter().enumerate() {
+        servers.push(support::spawn_redis(*p, dir.path(), &["--replicaof", "127.0.0.1", &master.to_string(), "--dbfilename", &format!("r{i}.rdb")]));
+    }
+    let conf = dir.path().join("sentinel.conf");
+    std::fs::write(&conf, format!("port {sentinel}\nbind 127.0.0.1\nprotected-mode no\ndir {}\nsentinel monitor mymaster 127.0.0.1 {master} 1\nsentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 10000\n", dir.path().display())).unwrap();
+    let mut sentinel_proc = std::process::Command::new("redis-server").arg(&conf).arg("--sentinel").stdout(std::process::Stdio::null()).spawn().expect("redis-server --sentinel");
+    await_cond("both replicas in sync", Duration::from_secs(30), || cli(master, &["INFO", "replication"]).contains("connected_slaves:2") && ports[1..3].iter().all(|p| cli(*p, &["INFO", "replication"]).contains("master_link_status:up")));
+    await_cond("the sentinel to see both replicas", Duration::from_secs(30), || cli(sentinel, &["SENTINEL", "REPLICAS", "mymaster"]).matches("127.0.0.1").count() >= 2);
+
+    let bootstrap = support::kafka::shared();
+    let mut cfg = config(bootstrap, &format!("redis://127.0.0.1:{sentinel}"), 1).await;
+    cfg.redis.sentinel_master = Some("mymaster".into());
+    cfg.wait_replicas = 1;
+    cfg.wait_timeout = Duration::from_millis(500);
+    let worker = InProcess::start(cfg.clone());
+    let t = cfg.topics.clone();
+    let p = producer(bootstrap);
+    let u = uid();
+    let (ch, sku) = (format!("ch-{u}"), format!("SKU-{u}"));
+    let key = format!("{ch}/{sku}");
+    let mut avail = Reader::new(bootstrap, &t.availability);
+    let mut results = Reader::new(bootstrap, &t.reservations);
+    send(&p, &t.stock, &ch, &event(&format!("c-{u}"), "inventory.channel.configured", json!({"channel": ch, "locations": ["wh"]}))).await;
+    send(&p, &t.stock, &sku, &event(&format!("l-{u}"), "inventory.level.set", json!({"sku": sku, "location": "wh", "on_hand": 10}))).await;
+    avail.until(T, "availability 10", |s| s.iter().any(|r| r.key == key && r.value["data"]["available"] == json!(10))).await;
+    let order = |n: u32| json!({"order_id": format!("o{n}-{u}"), "channel": ch, "lines": [{"line_id": "1", "sku": sku, "quantity": 2}]});
+    send(&p, &t.orders, &format!("o1-{u}"), &event(&format!("p1-{u}"), "order.placed", order(1))).await;
+    results.until(T, "order 1 confirmed", |s| s.iter().any(|r| r.value["data"]["order_id"] == json!(format!("o1-{u}")) && r.value["type"] == "inventory.reservation.confirmed")).await;
+
+    // kill -9 of the master; the sentinel promotes a replica.
+    let _ = servers[0].kill();
+    let _ = servers[0].wait();
+    await_cond("a replica promoted", Duration::from_secs(60), || {
+        let m = cli(sentinel, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"]);
+        !m.contains(&master.to_string()) && m.contains("127.0.0.1")
+    });
+    send(&p, &t.orders, &format!("o2-{u}"), &event(&format!("p2-{u}"), "order.placed", order(2))).await;
+    results.until(T, "order 2 confirmed on the new master", |s| s.iter().any(|r| r.value["data"]["order_id"] == json!(format!("o2-{u}")) && r.value["type"] == "inventory.reservation.confirmed")).await;
+    avail.until(T, "available 6: both orders' reservations", |s| s.iter().any(|r| r.key == key && r.value["data"]["available"] == json!(6))).await;
+
+    // Without a replica in sync, WAIT 1 holds the batch back: no result
+    // until a replica of the new master is up again.
+    let new_master: u16 = cli(sentinel, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"]).lines().nth(1).unwrap().trim().parse().unwrap();
+    let other = if ports[1] == new_master { 2 } else { 1 };
+    await_cond("the other replica following the new master", Duration::from_secs(60), || cli(ports[other], &["INFO", "replication"]).contains(&format!("master_port:{new_master}")));
+    let _ = servers[other].kill();
+    let _ = servers[other].wait();
+    send(&p, &t.orders, &format!("o3-{u}"), &event(&format!("p3-{u}"), "order.placed", order(3))).await;
+    let o3 = |s: &[support::kafka::Received]| s.iter().any(|r| r.value["data"]["order_id"] == json!(format!("o3-{u}")));
+    let held_back = tokio::time::timeout(Duration::from_secs(4), results.until(T, "order 3", o3)).await;
+    assert!(held_back.is_err(), "order 3's result was published with no replica in sync");
+    servers[other] = support::spawn_redis(ports[other], dir.path(), &["--replicaof", "127.0.0.1", &new_master.to_string(), "--dbfilename", "again.rdb"]);
+    results.until(T, "order 3's result once a replica has it", o3).await;
+    worker.stop().await;
+    let _ = sentinel_proc.kill();
+    let _ = sentinel_proc.wait();
+    for s in &mut servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+}

@@ -207,9 +207,14 @@ pub fn command(exe: &Path, cfg: &Config, subcommand: &str) -> Command {
         ("RESERVOIR_TOPIC_DEAD_LETTER", &t.dead_letter),
     ];
     cmd.arg(subcommand).envs(settings).env_remove("RESERVOIR_KAFKA_OPTIONS").env_remove("RESERVOIR_KAFKA_PRODUCER_OPTIONS").env_remove("RESERVOIR_KAFKA_CONSUMER_OPTIONS").env_remove("RESERVOIR_CONFIG");
-    for var in ["RESERVOIR_REDIS_USERNAME", "RESERVOIR_REDIS_PASSWORD", "RESERVOIR_REDIS_PASSWORD_FILE", "RESERVOIR_REDIS_CA_FILE", "RESERVOIR_REDIS_CLIENT_CERT", "RESERVOIR_REDIS_CLIENT_KEY"] {
+    for var in ["RESERVOIR_REDIS_USERNAME", "RESERVOIR_REDIS_PASSWORD", "RESERVOIR_REDIS_PASSWORD_FILE", "RESERVOIR_REDIS_CA_FILE", "RESERVOIR_REDIS_CLIENT_CERT", "RESERVOIR_REDIS_CLIENT_KEY", "RESERVOIR_REDIS_SENTINEL_MASTER"] {
         cmd.env_remove(var);
     }
+    if let Some(m) = &cfg.redis.sentinel_master {
+        cmd.env("RESERVOIR_REDIS_SENTINEL_MASTER", m);
+    }
+    cmd.env("RESERVOIR_REDIS_WAIT_REPLICAS", cfg.wait_replicas.to_string());
+    cmd.env("RESERVOIR_REDIS_WAIT_TIMEOUT_MS", cfg.wait_timeout.as_millis().max(1).to_string());
     let r = &cfg.redis;
     // The environment, not flags: a password in argv is visible to `ps`.
     for (var, v) in [("RESERVOIR_REDIS_USERNAME", r.username.clone()), ("RESERVOIR_REDIS_PASSWORD", r.password.clone())] {

@@ -15,12 +15,14 @@ use super::{RedisTarget, StoreError};
 pub enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    /// The master a set of Redis Sentinels names, followed across failovers.
+    Sentinel(std::sync::Arc<super::sentinel::Failover>),
 }
 
 /// Nagle's algorithm holds back a small write while an earlier one is
 /// unacknowledged; with many calls pipelined on one connection that added
 /// milliseconds to every round trip (docs/BENCHMARKS.md).
-fn tcp() -> TcpSettings {
+pub(super) fn tcp() -> TcpSettings {
     TcpSettings::default().set_nodelay(true)
 }
 
@@ -29,6 +31,15 @@ impl Conn {
     /// or more URLs) of a Redis Cluster; `rediss://` connects over TLS.
     pub async fn connect(target: impl Into<RedisTarget>) -> Result<Conn, StoreError> {
         let target: RedisTarget = target.into();
+        let manager = || {
+            redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
+                .set_response_timeout(Some(std::time::Duration::from_secs(10)))
+                .set_number_of_retries(1)
+        };
+        if let Some(master) = &target.sentinel_master {
+            return Ok(Conn::Sentinel(super::sentinel::Failover::connect(&target, master, manager()).await?));
+        }
         let certs = target.certificates()?;
         match target.urls().as_slice() {
             [] => Err(StoreError::Config("the Redis URL is empty: set RESERVOIR_REDIS_URL, e.g. redis://127.0.0.1:6379".into())),
@@ -39,11 +50,7 @@ impl Conn {
                     None => redis::Client::open(info),
                 }
                 .map_err(|e| StoreError::Config(format!("Redis URL {target}: {e}")))?;
-                let cfg = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
-                    .set_response_timeout(Some(std::time::Duration::from_secs(10)))
-                    .set_number_of_retries(1);
-                Ok(Conn::Single(ConnectionManager::new_with_config(client, cfg).await.map_err(|e| target.connect_error(e))?))
+                Ok(Conn::Single(ConnectionManager::new_with_config(client, manager()).await.map_err(|e| target.connect_error(e))?))
             }
             many => {
                 let seeds = many.iter().map(|u| target.info(u)).collect::<Result<Vec<_>, _>>()?;
@@ -70,18 +77,21 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Sentinel(f) => f.req_packed_command(cmd),
         }
     }
     fn req_packed_commands<'a>(&'a mut self, p: &'a Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Single(c) => c.req_packed_commands(p, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(p, offset, count),
+            Conn::Sentinel(f) => f.req_packed_commands(p, offset, count),
         }
     }
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Sentinel(f) => f.get_db(),
         }
     }
 }
@@ -201,7 +211,7 @@ impl Conn {
         let mut cmd = redis::cmd("SCAN");
         cmd.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(count).arg("TYPE").arg(ty);
         let v = match self {
-            Conn::Single(c) => cmd.query_async::<Value>(c).await?,
+            Conn::Single(_) | Conn::Sentinel(_) => cmd.query_async::<Value>(self).await?,
             Conn::Cluster(c) => {
                 let (host, port) = node
                     .rsplit_once(':')
@@ -220,7 +230,7 @@ impl Conn {
     pub async fn keys_with_prefix(&mut self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::new();
         match self {
-            Conn::Single(_) => {
+            Conn::Single(_) | Conn::Sentinel(_) => {
                 let pattern = format!("{}*", glob_escape(prefix));
                 let mut cursor = 0;
                 loop {

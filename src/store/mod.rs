@@ -13,6 +13,7 @@ mod holds;
 pub mod keys;
 mod orders;
 pub mod reply;
+mod sentinel;
 mod target;
 pub(crate) mod scripts;
 mod stock;
@@ -52,6 +53,10 @@ pub enum StoreError {
     /// keys changed by something else, or a Redis setting to fix.
     #[error("Redis failed {script}: {message}. This is not the event's fault: check the type of the keys it names and the ACL user's permissions")]
     Failed { script: &'static str, message: String },
+    /// `WAIT` found fewer replicas with the writes than asked for: retry
+    /// with backoff, as for an outage (replicas down or lagging).
+    #[error("only {acked} Redis replica(s) acknowledged this batch's writes within {timeout_ms} ms, and RESERVOIR_REDIS_WAIT_REPLICAS asks for {wanted}; waiting (are the replicas up and connected to the master?)")]
+    TooFewReplicas { acked: i64, wanted: u32, timeout_ms: u64 },
     #[error("unexpected reply from Redis: {0}")]
     Reply(String),
     #[error("invalid input: {0}")]
@@ -62,7 +67,7 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(self, StoreError::Unavailable(_) | StoreError::TooFewReplicas { .. })
     }
 
     /// A reply we cannot read or a setting we cannot use: a bug in
@@ -299,6 +304,21 @@ impl Engine {
     /// The loaded scripts (the benchmark calls `reserve` directly for its ceiling).
     pub(crate) fn scripts(&self) -> &Scripts {
         &self.scripts
+    }
+
+    /// Waits until `replicas` replicas have every write this engine's
+    /// connection made (Redis `WAIT`; on a cluster, the least of every
+    /// master's answers), or `timeout` passes: then TooFewReplicas. A
+    /// failover loses what the old master never replicated, so outputs and
+    /// offsets must not run ahead of it.
+    pub async fn wait_replicas(&self, replicas: u32, timeout: Duration) -> Result<(), StoreError> {
+        let ms = timeout.as_millis().max(1) as u64;
+        let acked: i64 = redis::cmd("WAIT").arg(replicas).arg(ms).query_async(&mut self.conn.clone()).await?;
+        if acked >= i64::from(replicas) {
+            Ok(())
+        } else {
+            Err(StoreError::TooFewReplicas { acked, wanted: replicas, timeout_ms: ms })
+        }
     }
 
     /// A raw connection handle (for inspection tools and tests).

@@ -17,9 +17,12 @@ pub struct RedisTarget {
     /// PEM client certificate and key, for Redis with `tls-auth-clients yes`.
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
-    /// ACL user and password; they replace those in the URL.
+    /// ACL user and password; they replace those in the URL (with
+    /// Sentinel: the master's, the URL's being the sentinels').
     pub username: Option<String>,
     pub password: Option<String>,
+    /// With Sentinel: the master's name, and the URL lists the sentinels.
+    pub sentinel_master: Option<String>,
 }
 
 impl From<&str> for RedisTarget {
@@ -56,6 +59,7 @@ impl std::fmt::Debug for RedisTarget {
             .field("client_key", &self.client_key)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("sentinel_master", &self.sentinel_master)
             .finish()
     }
 }
@@ -98,6 +102,11 @@ impl RedisTarget {
             redis = redis.set_password(p);
         }
         Ok(info.set_redis_settings(redis))
+    }
+
+    /// A sentinel's connection settings: the URL's own credentials.
+    pub(crate) fn sentinel_info(&self, url: &str) -> Result<ConnectionInfo, StoreError> {
+        url.into_connection_info().map_err(|e| StoreError::Config(format!("Redis sentinel URL {}: {e}; it looks like redis://[user:password@]host:26379 or rediss:// for TLS", redact_url(url))))
     }
 
     /// The CA and client certificate files, read; None when none is set

@@ -184,12 +184,22 @@ impl Processor {
         if let Some(c) = &self.crash {
             c.reached(outs.len());
         }
+        self.replicated(stop).await?;
         let landed = self.publisher.send_all(&outs, stop).await?;
         self.fence(&outs, &landed, stop).await?;
         self.record_published(&outs, msgs);
         tracing::debug!(?stats, apply_ms = applied_in.as_millis() as u64, publish_ms = (started.elapsed() - applied_in).as_millis() as u64, "batch applied");
 
         Ok(next_offsets(msgs))
+    }
+
+    /// With RESERVOIR_REDIS_WAIT_REPLICAS: the batch's writes are on that
+    /// many replicas before anything is published or an offset stored.
+    async fn replicated(&self, stop: &watch::Receiver<bool>) -> Result<(), WorkerError> {
+        if self.cfg.wait_replicas == 0 {
+            return Ok(());
+        }
+        with_redis("the batch on its replicas (WAIT)", stop, || self.engine.wait_replicas(self.cfg.wait_replicas, self.cfg.wait_timeout)).await
     }
 
     /// The dead letter of a shipment or credit memo that the placement `m`
@@ -272,6 +282,9 @@ impl Processor {
     pub async fn sweep(&self, stop: &watch::Receiver<bool>) -> Result<usize, WorkerError> {
         let eff = with_redis("the hold sweep", stop, || self.engine.sweep_holds(1000)).await?;
         let released = eff.outcome.released;
+        if released > 0 || !eff.updates.is_empty() || !eff.late_refusals.is_empty() {
+            self.replicated(stop).await?;
+        }
         if !eff.late_refusals.is_empty() {
             // Kept for an order that never came: dead-lettered, and forgotten only once acknowledged.
             let dead: Vec<Out> = eff.late_refusals.iter().filter_map(|l| self.expired_dead_letter(l)).collect();

@@ -108,7 +108,7 @@ impl Drop for RedisServer {
     }
 }
 
-fn spawn_redis(port: u16, dir: &std::path::Path, extra: &[&str]) -> Child {
+pub fn spawn_redis(port: u16, dir: &std::path::Path, extra: &[&str]) -> Child {
     Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no"])
         .arg("--dir")

@@ -142,8 +142,8 @@ async fn the_worker_runs_on_redis_over_tls_as_an_acl_user_and_a_wrong_password_s
     let server = ca.issue("redis");
     let dir = tempfile::tempdir().unwrap();
     let port = support::free_port();
-    let mut child = spawn_tls_redis(port, dir.path(), &server, &ca.ca, REDIS_PW, false);
-    wait_tls_ping(port, &ca.ca, REDIS_PW);
+    let mut child = spawn_tls_redis(port, dir.path(), &server, &ca.ca, REDIS_PW, false, false);
+    wait_tls_ping(port, &ca.ca, None, REDIS_PW);
     let bootstrap = support::kafka::shared();
 
     // The user and password as separate settings, the CA as a file.
@@ -155,7 +155,7 @@ async fn the_worker_runs_on_redis_over_tls_as_an_acl_user_and_a_wrong_password_s
     let result = place_an_order(&cfg, bootstrap).await;
     assert_eq!(result["type"], "inventory.reservation.confirmed", "{result}");
     worker.stop().await;
-    assert!(tls_cli(port, &ca.ca, REDIS_PW, &["DBSIZE"]).unwrap().trim() != "0", "the worker's keys are in the TLS Redis");
+    assert!(tls_cli(port, &ca.ca, None, REDIS_PW, &["DBSIZE"]).unwrap().trim() != "0", "the worker's keys are in the TLS Redis");
 
     // The password in the URL and SSL_CERT_FILE instead of the CA setting,
     // through the binary: a wrong password ends it, and neither its log
@@ -181,32 +181,40 @@ async fn the_worker_runs_on_redis_over_tls_as_an_acl_user_and_a_wrong_password_s
     let _ = child.wait();
 }
 
+/// Mutual TLS as well: the nodes want a client certificate signed by the CA.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_worker_runs_on_a_tls_redis_cluster_as_an_acl_user() {
+async fn the_worker_runs_on_a_tls_redis_cluster_with_a_client_certificate_as_an_acl_user() {
     let ca = TestCa::new();
     let server = ca.issue("redis");
+    let client = ca.issue("client");
     let dir = tempfile::tempdir().unwrap();
     let ports: Vec<u16> = (0..3).map(|_| support::free_port()).collect();
-    let mut children: Vec<_> = ports.iter().map(|p| spawn_tls_redis(*p, dir.path(), &server, &ca.ca, REDIS_PW, true)).collect();
+    let mut children: Vec<_> = ports.iter().map(|p| spawn_tls_redis(*p, dir.path(), &server, &ca.ca, REDIS_PW, true, true)).collect();
     for p in &ports {
-        wait_tls_ping(*p, &ca.ca, REDIS_PW);
+        wait_tls_ping(*p, &ca.ca, Some(&client), REDIS_PW);
     }
     let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let mut args = vec!["--cluster", "create"];
     args.extend(nodes.iter().map(String::as_str));
     args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
-    tls_cli(ports[0], &ca.ca, REDIS_PW, &args).unwrap_or_else(|e| panic!("redis-cli --cluster create over TLS: {e}"));
+    tls_cli(ports[0], &ca.ca, Some(&client), REDIS_PW, &args).unwrap_or_else(|e| panic!("redis-cli --cluster create over TLS: {e}"));
     for p in &ports {
         let start = std::time::Instant::now();
-        while !tls_cli(*p, &ca.ca, REDIS_PW, &["CLUSTER", "INFO"]).is_ok_and(|o| o.contains("cluster_state:ok")) {
+        while !tls_cli(*p, &ca.ca, Some(&client), REDIS_PW, &["CLUSTER", "INFO"]).is_ok_and(|o| o.contains("cluster_state:ok")) {
             assert!(start.elapsed() < Duration::from_secs(30), "cluster_state:ok on {p}");
             std::thread::sleep(Duration::from_millis(100));
         }
     }
     let bootstrap = support::kafka::shared();
     let seeds = ports.iter().map(|p| format!("rediss://app:{REDIS_PW}@127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+    // Without the client certificate the nodes refuse the handshake, and the error says what to set.
+    let no_cert = reservoir::store::RedisTarget { url: seeds.clone(), ca_file: Some(ca.ca.clone()), ..Default::default() };
+    let err = reservoir::store::Conn::connect(&no_cert).await.err().expect("a cluster wanting client certificates refuses none").to_string();
+    assert!(err.contains("RESERVOIR_REDIS_CLIENT_CERT") && !err.contains(REDIS_PW), "{err}");
     let mut cfg = config(bootstrap, &seeds, 1).await;
     cfg.redis.ca_file = Some(ca.ca.clone());
+    cfg.redis.client_cert = Some(client.cert.clone());
+    cfg.redis.client_key = Some(client.key.clone());
     assert!(!format!("{cfg:?}").contains(REDIS_PW));
     let worker = InProcess::start(cfg.clone());
     let result = place_an_order(&cfg, bootstrap).await;
@@ -326,15 +334,18 @@ async fn the_worker_follows_a_sentinel_failover_and_waits_for_a_replica_before_p
         let m = cli(sentinel, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"]);
         !m.contains(&master.to_string()) && m.contains("127.0.0.1")
     });
+    // The other replica follows the new master: what the sentinel tells it
+    // in its own time, done here at once so WAIT 1 can be met.
+    let new_master: u16 = cli(sentinel, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"]).lines().nth(1).unwrap().trim().parse().unwrap();
+    let other = if ports[1] == new_master { 2 } else { 1 };
+    cli(ports[other], &["REPLICAOF", "127.0.0.1", &new_master.to_string()]);
+    await_cond("the other replica in sync with the new master", Duration::from_secs(60), || cli(new_master, &["INFO", "replication"]).contains(",state=online,"));
     send(&p, &t.orders, &format!("o2-{u}"), &event(&format!("p2-{u}"), "order.placed", order(2))).await;
     results.until(T, "order 2 confirmed on the new master", |s| s.iter().any(|r| r.value["data"]["order_id"] == json!(format!("o2-{u}")) && r.value["type"] == "inventory.reservation.confirmed")).await;
     avail.until(T, "available 6: both orders' reservations", |s| s.iter().any(|r| r.key == key && r.value["data"]["available"] == json!(6))).await;
 
     // Without a replica in sync, WAIT 1 holds the batch back: no result
     // until a replica of the new master is up again.
-    let new_master: u16 = cli(sentinel, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"]).lines().nth(1).unwrap().trim().parse().unwrap();
-    let other = if ports[1] == new_master { 2 } else { 1 };
-    await_cond("the other replica following the new master", Duration::from_secs(60), || cli(ports[other], &["INFO", "replication"]).contains(&format!("master_port:{new_master}")));
     let _ = servers[other].kill();
     let _ = servers[other].wait();
     send(&p, &t.orders, &format!("o3-{u}"), &event(&format!("p3-{u}"), "order.placed", order(3))).await;

@@ -53,15 +53,17 @@ impl TestCa {
 
 /// redis-server on TLS only (no plaintext port), the `default` user off
 /// and one ACL user `app` with the given password; one node, or with
-/// `cluster` a node of a Redis Cluster (its bus over TLS too).
-pub fn spawn_tls_redis(port: u16, dir: &Path, server: &Issued, ca: &Path, password: &str, cluster: bool) -> Child {
+/// `cluster` a node of a Redis Cluster (its bus over TLS too). With
+/// `client_certs`, clients must present a certificate the CA signed.
+pub fn spawn_tls_redis(port: u16, dir: &Path, server: &Issued, ca: &Path, password: &str, cluster: bool, client_certs: bool) -> Child {
     let conf = dir.join(format!("redis-{port}.conf"));
     let mut text = format!(
-        "port 0\ntls-port {port}\nbind 127.0.0.1\nprotected-mode no\nsave \"\"\nappendonly no\ndir {}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-auth-clients no\nuser default off\nuser app on >{password} ~* &* +@all\n",
+        "port 0\ntls-port {port}\nbind 127.0.0.1\nprotected-mode no\nsave \"\"\nappendonly no\ndir {}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-auth-clients {}\nuser default off\nuser app on >{password} ~* &* +@all\n",
         dir.display(),
         server.cert.display(),
         server.key.display(),
-        ca.display()
+        ca.display(),
+        if client_certs { "yes" } else { "no" }
     );
     if cluster {
         text += &format!("cluster-enabled yes\ncluster-config-file nodes-{port}.conf\ncluster-node-timeout 5000\ntls-cluster yes\n");
@@ -70,9 +72,14 @@ pub fn spawn_tls_redis(port: u16, dir: &Path, server: &Issued, ca: &Path, passwo
     Command::new("redis-server").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("redis-server must be installed (.ci/run does it)")
 }
 
-/// `redis-cli` over TLS as user `app`, with `args`; its stdout.
-pub fn tls_cli(port: u16, ca: &Path, password: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("redis-cli")
+/// `redis-cli` over TLS as user `app` (with `client`'s certificate when
+/// given), with `args`; its stdout.
+pub fn tls_cli(port: u16, ca: &Path, client: Option<&Issued>, password: &str, args: &[&str]) -> Result<String, String> {
+    let mut cmd = Command::new("redis-cli");
+    if let Some(c) = client {
+        cmd.arg("--cert").arg(&c.cert).arg("--key").arg(&c.key);
+    }
+    let out = cmd
         .args(["--tls", "--cacert"])
         .arg(ca)
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--user", "app", "--pass", password, "--no-auth-warning"])
@@ -86,9 +93,9 @@ pub fn tls_cli(port: u16, ca: &Path, password: &str, args: &[&str]) -> Result<St
     }
 }
 
-pub fn wait_tls_ping(port: u16, ca: &Path, password: &str) {
+pub fn wait_tls_ping(port: u16, ca: &Path, client: Option<&Issued>, password: &str) {
     let start = std::time::Instant::now();
-    while !tls_cli(port, ca, password, &["PING"]).is_ok_and(|o| o.contains("PONG")) {
+    while !tls_cli(port, ca, client, password, &["PING"]).is_ok_and(|o| o.contains("PONG")) {
         assert!(start.elapsed() < Duration::from_secs(10), "TLS redis-server on {port} did not answer PING within 10 s");
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -131,7 +131,6 @@ impl Processor {
             metrics::counter!(M::CONSUMED, "topic" => m.topic().to_string()).increment(1);
             let Some(kind) = self.cfg.topics.kind_of(m.topic()) else { continue };
             let headers = super::origin::headers_of(m);
-            let headers: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
             match events::decode_message(kind, &headers, m.payload().unwrap_or_default(), self.cfg.max_message_bytes) {
                 Ok(ev) => {
                     let k = (m.topic(), m.partition(), m.key().unwrap_or_default());

@@ -54,10 +54,11 @@ pub struct Origin {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
-/// A message's headers as (name, value); a header without a value as empty.
-pub fn headers_of(m: &OwnedMessage) -> Vec<(String, Vec<u8>)> {
+/// A message's headers as (name, value), borrowed from the message; a
+/// header without a value as empty. Copied only where an origin is kept.
+pub fn headers_of(m: &OwnedMessage) -> Vec<(&str, &[u8])> {
     use rdkafka::message::Headers as _;
-    m.headers().map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect()).unwrap_or_default()
+    m.headers().map(|h| h.iter().map(|h| (h.key, h.value.unwrap_or_default())).collect()).unwrap_or_default()
 }
 
 mod base64_headers {
@@ -95,7 +96,7 @@ impl Origin {
             event_id: event_id.map(str::to_string),
             key: m.key().unwrap_or_default().to_vec(),
             value: m.payload().unwrap_or_default().to_vec(),
-            headers: headers_of(m).into_iter().filter(|(k, _)| !k.starts_with("dlq.")).collect(),
+            headers: headers_of(m).into_iter().filter(|(k, _)| !k.starts_with("dlq.")).map(|(k, v)| (k.to_string(), v.to_vec())).collect(),
         }
     }
 

@@ -68,20 +68,23 @@ impl Failover {
     }
 
     pub fn req_packed_command<'a>(self: &'a Arc<Self>, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        let mut c = self.conn();
-        Box::pin(async move {
-            let r = c.req_packed_command(cmd).await;
-            if let Err(e) = &r {
-                self.after_error(e).await;
-            }
-            r
-        })
+        self.on_master(move |mut c| async move { c.req_packed_command(cmd).await })
     }
 
     pub fn req_packed_commands<'a>(self: &'a Arc<Self>, p: &'a Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
-        let mut c = self.conn();
+        self.on_master(move |mut c| async move { c.req_packed_commands(p, offset, count).await })
+    }
+
+    /// `call` on the current master; an error that may mean it moved makes
+    /// the sentinels be asked before the error goes back to the caller.
+    fn on_master<'a, T, F>(self: &'a Arc<Self>, call: impl FnOnce(ConnectionManager) -> F) -> RedisFuture<'a, T>
+    where
+        F: std::future::Future<Output = RedisResult<T>> + Send + 'a,
+        T: Send + 'a,
+    {
+        let call = call(self.conn());
         Box::pin(async move {
-            let r = c.req_packed_commands(p, offset, count).await;
+            let r = call.await;
             if let Err(e) = &r {
                 self.after_error(e).await;
             }

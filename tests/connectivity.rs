@@ -18,24 +18,61 @@ use support::{uid, RedisServer};
 
 const T: Duration = Duration::from_secs(60);
 
-/// A channel, a level of 10 at its location, then an order of 2: the
-/// order's result, read back. The stock goes first and is awaited (inputs
-/// of different topics are not ordered).
+/// A channel with a level of 10 of one sku at its location, a producer,
+/// and readers of the outputs from before its first event.
+struct Shop {
+    p: rdkafka::producer::FutureProducer,
+    topics: reservoir::config::Topics,
+    u: String,
+    ch: String,
+    sku: String,
+    avail: Reader,
+    results: Reader,
+}
+
+impl Shop {
+    /// The channel and the level, awaited as availability 10 (inputs of
+    /// different topics are not ordered, so the stock goes first).
+    async fn open(cfg: &Config, plain_bootstrap: &str) -> Shop {
+        let t = cfg.topics.clone();
+        let u = uid();
+        let (ch, sku) = (format!("ch-{u}"), format!("SKU-{u}"));
+        let mut shop = Shop { p: producer(plain_bootstrap), avail: Reader::new(plain_bootstrap, &t.availability), results: Reader::new(plain_bootstrap, &t.reservations), topics: t, u, ch, sku };
+        let (t, u) = (&shop.topics, &shop.u);
+        send(&shop.p, &t.stock, &shop.ch, &event(&format!("c-{u}"), "inventory.channel.configured", json!({"channel": shop.ch, "locations": ["wh"]}))).await;
+        send(&shop.p, &t.stock, &shop.sku, &event(&format!("l-{u}"), "inventory.level.set", json!({"sku": shop.sku, "location": "wh", "on_hand": 10}))).await;
+        shop.available(10).await;
+        shop
+    }
+
+    async fn available(&mut self, n: i64) {
+        let key = format!("{}/{}", self.ch, self.sku);
+        self.avail.until(T, &format!("availability {n}"), |s| s.iter().any(|r| r.key == key && r.value["data"]["available"] == json!(n))).await;
+    }
+
+    /// Order `n` (2 units) sent; its result is not awaited.
+    async fn send_order(&self, n: u32) -> String {
+        let (u, order) = (&self.u, format!("o{n}-{}", self.u));
+        let placed = json!({"order_id": order, "channel": self.ch, "lines": [{"line_id": "1", "sku": self.sku, "quantity": 2}]});
+        send(&self.p, &self.topics.orders, &order, &event(&format!("p{n}-{u}"), "order.placed", placed)).await;
+        order
+    }
+
+    /// The result of `order`, awaited.
+    async fn result_of(&mut self, order: &str) -> serde_json::Value {
+        let seen = self.results.until(T, &format!("the result of {order}"), |s| s.iter().any(|r| r.value["data"]["order_id"] == json!(order))).await;
+        seen.iter().find(|r| r.value["data"]["order_id"] == json!(order)).unwrap().value.clone()
+    }
+
+    async fn place(&mut self, n: u32) -> serde_json::Value {
+        let order = self.send_order(n).await;
+        self.result_of(&order).await
+    }
+}
+
+/// A shop opened, then an order of 2: the order's result.
 async fn place_an_order(cfg: &Config, plain_bootstrap: &str) -> serde_json::Value {
-    let t = &cfg.topics;
-    let p = producer(plain_bootstrap);
-    let u = uid();
-    let (ch, sku, order) = (format!("ch-{u}"), format!("SKU-{u}"), format!("o-{u}"));
-    let mut avail = Reader::new(plain_bootstrap, &t.availability);
-    let mut results = Reader::new(plain_bootstrap, &t.reservations);
-    send(&p, &t.stock, &ch, &event(&format!("c-{u}"), "inventory.channel.configured", json!({"channel": ch, "locations": ["wh"]}))).await;
-    send(&p, &t.stock, &sku, &event(&format!("l-{u}"), "inventory.level.set", json!({"sku": sku, "location": "wh", "on_hand": 10}))).await;
-    let key = format!("{ch}/{sku}");
-    avail.until(T, "availability 10", |s| s.iter().any(|r| r.key == key && r.value["data"]["available"] == json!(10))).await;
-    let placed = json!({"order_id": order, "channel": ch, "lines": [{"line_id": "1", "sku": sku, "quantity": 2}]});
-    send(&p, &t.orders, &order, &event(&format!("p-{u}"), "order.placed", placed)).await;
-    let seen = results.until(T, "the order's result", |s| s.iter().any(|r| r.value["data"]["order_id"] == json!(order))).await;
-    seen.iter().find(|r| r.value["data"]["order_id"] == json!(order)).unwrap().value.clone()
+    Shop::open(cfg, plain_bootstrap).await.place(1).await
 }
 
 fn tls_broker(ca: &TestCa, dir: &std::path::Path, users: &[(&str, &str)]) -> Kafka {
@@ -313,19 +350,8 @@ async fn the_worker_follows_a_sentinel_failover_and_waits_for_a_replica_before_p
     cfg.wait_replicas = 1;
     cfg.wait_timeout = Duration::from_millis(500);
     let worker = InProcess::start(cfg.clone());
-    let t = cfg.topics.clone();
-    let p = producer(bootstrap);
-    let u = uid();
-    let (ch, sku) = (format!("ch-{u}"), format!("SKU-{u}"));
-    let key = format!("{ch}/{sku}");
-    let mut avail = Reader::new(bootstrap, &t.availability);
-    let mut results = Reader::new(bootstrap, &t.reservations);
-    send(&p, &t.stock, &ch, &event(&format!("c-{u}"), "inventory.channel.configured", json!({"channel": ch, "locations": ["wh"]}))).await;
-    send(&p, &t.stock, &sku, &event(&format!("l-{u}"), "inventory.level.set", json!({"sku": sku, "location": "wh", "on_hand": 10}))).await;
-    avail.until(T, "availability 10", |s| s.iter().any(|r| r.key == key && r.value["data"]["available"] == json!(10))).await;
-    let order = |n: u32| json!({"order_id": format!("o{n}-{u}"), "channel": ch, "lines": [{"line_id": "1", "sku": sku, "quantity": 2}]});
-    send(&p, &t.orders, &format!("o1-{u}"), &event(&format!("p1-{u}"), "order.placed", order(1))).await;
-    results.until(T, "order 1 confirmed", |s| s.iter().any(|r| r.value["data"]["order_id"] == json!(format!("o1-{u}")) && r.value["type"] == "inventory.reservation.confirmed")).await;
+    let mut shop = Shop::open(&cfg, bootstrap).await;
+    assert_eq!(shop.place(1).await["type"], "inventory.reservation.confirmed");
 
     // kill -9 of the master; the sentinel promotes a replica.
     let _ = servers[0].kill();
@@ -340,20 +366,18 @@ async fn the_worker_follows_a_sentinel_failover_and_waits_for_a_replica_before_p
     let other = if ports[1] == new_master { 2 } else { 1 };
     cli(ports[other], &["REPLICAOF", "127.0.0.1", &new_master.to_string()]);
     await_cond("the other replica in sync with the new master", Duration::from_secs(60), || cli(new_master, &["INFO", "replication"]).contains(",state=online,"));
-    send(&p, &t.orders, &format!("o2-{u}"), &event(&format!("p2-{u}"), "order.placed", order(2))).await;
-    results.until(T, "order 2 confirmed on the new master", |s| s.iter().any(|r| r.value["data"]["order_id"] == json!(format!("o2-{u}")) && r.value["type"] == "inventory.reservation.confirmed")).await;
-    avail.until(T, "available 6: both orders' reservations", |s| s.iter().any(|r| r.key == key && r.value["data"]["available"] == json!(6))).await;
+    assert_eq!(shop.place(2).await["type"], "inventory.reservation.confirmed", "order 2 on the new master");
+    shop.available(6).await; // both orders' reservations
 
     // Without a replica in sync, WAIT 1 holds the batch back: no result
     // until a replica of the new master is up again.
     let _ = servers[other].kill();
     let _ = servers[other].wait();
-    send(&p, &t.orders, &format!("o3-{u}"), &event(&format!("p3-{u}"), "order.placed", order(3))).await;
-    let o3 = |s: &[support::kafka::Received]| s.iter().any(|r| r.value["data"]["order_id"] == json!(format!("o3-{u}")));
-    let held_back = tokio::time::timeout(Duration::from_secs(4), results.until(T, "order 3", o3)).await;
+    let o3 = shop.send_order(3).await;
+    let held_back = tokio::time::timeout(Duration::from_secs(4), shop.result_of(&o3)).await;
     assert!(held_back.is_err(), "order 3's result was published with no replica in sync");
     servers[other] = support::spawn_redis(ports[other], dir.path(), &["--replicaof", "127.0.0.1", &new_master.to_string(), "--dbfilename", "again.rdb"]);
-    results.until(T, "order 3's result once a replica has it", o3).await;
+    shop.result_of(&o3).await;
     worker.stop().await;
     let _ = sentinel_proc.kill();
     let _ = sentinel_proc.wait();

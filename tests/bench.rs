@@ -12,8 +12,12 @@ fn bench_smoke_prints_a_consistent_report() {
     if let Ok(k) = std::env::var("KAFKA_BOOTSTRAP") {
         cmd.args(["--kafka", &k]);
     }
+    let local_redis = std::env::var("REDIS_URL").is_err();
     if let Ok(r) = std::env::var("REDIS_URL") {
         cmd.args(["--redis", &r]);
+    } else {
+        // A replica of its own Redis: the runs are repeated with WAIT 1.
+        cmd.args(["--wait-replicas", "1"]);
     }
     let out = cmd.output().expect("runs reservoir bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -32,5 +36,17 @@ fn bench_smoke_prints_a_consistent_report() {
     assert!(state > 10.0 && state < f("redis_bytes_per_sku_location_with_records"), "{last}");
     assert!(f("redis_commands_per_event") >= 1.0);
     assert_eq!(r["params"]["skus"], 300);
+    assert!(r["redis_calls_per_event"]["evalsha"].as_f64().unwrap() > 0.5, "{last}");
+    if local_redis {
+        let w = &r["wait"];
+        assert_eq!((w["replicas"].as_u64(), r["params"]["redis_replicas"].as_u64()), (Some(1), Some(1)), "{last}");
+        for run in ["with", "without_again"] {
+            assert!(w[run]["events_per_s"].as_f64().unwrap() > 0.0 && w[run]["paced"]["count"].as_u64().unwrap() > 300, "{run}: {last}");
+        }
+        // One WAIT per batch with it, none without.
+        assert!(w["with"]["redis_calls_per_event"]["wait"].as_f64().unwrap() > 0.0, "{last}");
+        assert!(w["without_again"]["redis_calls_per_event"].get("wait").is_none(), "{last}");
+        assert!(stdout.contains("with WAIT 1: full speed"), "{stdout}");
+    }
     assert!(stdout.contains("ratio sku-operations/s"), "the table comes first:\n{stdout}");
 }

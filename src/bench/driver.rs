@@ -18,7 +18,7 @@ use rdkafka::ClientContext;
 
 use super::probe::{ProcStats, RedisCounters};
 use crate::kafka::GroupProgress;
-use super::report::{Cpu, Latency, Params, Report};
+use super::report::{Cpu, Latency, Params, Report, WaitRun, WaitRuns};
 use super::workload::{Catalog, ConfirmedOrder, GenEvent, Workload};
 use super::{BenchArgs, BenchError};
 use crate::config::{Config, Topics};
@@ -125,6 +125,7 @@ struct PhaseResult {
     cpu: Cpu,
     commands_per_event: f64,
     round_trips_per_event: f64,
+    calls_per_event: std::collections::BTreeMap<String, f64>,
 }
 
 struct Bench {
@@ -282,7 +283,24 @@ impl Bench {
             },
             commands_per_event: (m1.redis.commands - m0.redis.commands) as f64 / done,
             round_trips_per_event: (m1.redis.reads - m0.redis.reads) as f64 / done,
+            calls_per_event: m0.redis.calls_between(&m1.redis, done),
         })
+    }
+}
+
+impl WaitRun {
+    fn of(full: &PhaseResult, paced: &PhaseResult) -> WaitRun {
+        WaitRun {
+            events_per_s: full.events_per_s,
+            sku_ops_per_event: full.sku_ops_per_event,
+            saturated: full.latency,
+            paced: paced.latency,
+            paced_events_per_s: paced.events_per_s,
+            cpu: full.cpu.clone(),
+            redis_commands_per_event: full.commands_per_event,
+            redis_round_trips_per_event: full.round_trips_per_event,
+            redis_calls_per_event: full.calls_per_event.clone(),
+        }
     }
 }
 
@@ -354,19 +372,42 @@ async fn memory_1m(engine: &Engine, info: &mut redis::aio::MultiplexedConnection
     memory_delta(info, before, total, "rv:{MEM-*}:e:mem-*").await
 }
 
+/// Waits until the master reports `n` replicas online (bounded).
+async fn replicas_in_sync(info: &mut redis::aio::MultiplexedConnection, n: usize, within: Duration, dir: &std::path::Path) -> Result<(), BenchError> {
+    let start = Instant::now();
+    loop {
+        let r: String = redis::cmd("INFO").arg("replication").query_async(info).await?;
+        if r.matches(",state=online,").count() >= n {
+            return Ok(());
+        }
+        if start.elapsed() > within {
+            return Err(BenchError::ReplicasNotInSync { secs: within.as_secs(), dir: dir.display().to_string() });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub(super) async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let dir = args.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("reservoir-bench-{run_id}")));
     std::fs::create_dir_all(&dir)?;
     let bar = spinner();
     bar.set_message("starting the stack");
+    let mut replicas = Vec::new();
     let (redis_proc, redis_url) = match &args.redis {
         Some(u) => (None, u.clone()),
         None => {
             // Each run's own data folder: an old AOF would be loaded first.
             let data = dir.join(format!("redis-{run_id}"));
             std::fs::create_dir_all(&data)?;
-            local::redis_at(&data, local::free_port()?, &args.appendfsync).map(|(p, u)| (Some(p), u))?
+            let port = local::free_port()?;
+            let master = local::redis_at(&data, port, &args.appendfsync)?;
+            for i in 0..args.wait_replicas {
+                let data = dir.join(format!("redis-{run_id}-replica-{i}"));
+                std::fs::create_dir_all(&data)?;
+                replicas.push(local::redis_replica_at(&data, local::free_port()?, port, &args.appendfsync)?.0);
+            }
+            (Some(master.0), master.1)
         }
     };
     let (broker_proc, kafka) = match &args.kafka {
@@ -399,6 +440,10 @@ pub(super) async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         .when(|e: &crate::store::StoreError| e.is_retryable())
         .await?;
     let mut info = redis::Client::open(redis_url.split(',').next().unwrap_or(&redis_url))?.get_multiplexed_async_connection().await?;
+    if !replicas.is_empty() {
+        bar.set_message(format!("waiting for {} Redis replicas to be in sync", replicas.len()));
+        replicas_in_sync(&mut info, replicas.len(), Duration::from_secs(60), &dir).await?;
+    }
     let mem0 = RedisCounters::read(&mut info).await?.used_memory;
 
     let worker = local::worker(&worker_cfg, &dir, "worker")?;
@@ -452,6 +497,32 @@ pub(super) async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let paced = b.phase(&mut wl, &format!("paced {}/s", args.rate), Some(args.rate)).await?;
     let worker_peak = ProcStats::read(b.worker.pid());
     b.worker.terminate(Duration::from_secs(30));
+    let wait = match args.wait_replicas {
+        0 => None,
+        n => {
+            // The same stream on, from where it stopped, by a worker that
+            // WAITs; then once more without, by a worker started the same
+            // way: the first runs follow the catalog load, and a run's
+            // place in the sequence moved its figures as much as WAIT did.
+            let mut waiting = worker_cfg.clone();
+            waiting.wait_replicas = n;
+            b.worker = local::worker(&waiting, &dir, "worker-wait")?;
+            let wfull = b.phase(&mut wl, &format!("full speed, WAIT {n}"), None).await?;
+            let wpaced = b.phase(&mut wl, &format!("paced {}/s, WAIT {n}", args.rate), Some(args.rate)).await?;
+            b.worker.terminate(Duration::from_secs(30));
+            b.worker = local::worker(&worker_cfg, &dir, "worker-again")?;
+            let afull = b.phase(&mut wl, "full speed, without WAIT again", None).await?;
+            let apaced = b.phase(&mut wl, &format!("paced {}/s, without WAIT again", args.rate), Some(args.rate)).await?;
+            b.worker.terminate(Duration::from_secs(30));
+            let sku_ops = |r: &PhaseResult| r.events_per_s * r.sku_ops_per_event;
+            Some(WaitRuns {
+                replicas: n,
+                with: WaitRun::of(&wfull, &wpaced),
+                without_again: WaitRun::of(&afull, &apaced),
+                sku_ops_vs_without: sku_ops(&wfull) / ((sku_ops(&full) + sku_ops(&afull)) / 2.0).max(1e-9),
+            })
+        }
+    };
     stop.store(true, Ordering::Relaxed);
     let _ = collecting.await;
     let _ = sampler.join();
@@ -483,10 +554,12 @@ pub(super) async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         paced_cpu: paced.cpu,
         redis_commands_per_event: full.commands_per_event,
         redis_round_trips_per_event: full.round_trips_per_event,
+        redis_calls_per_event: full.calls_per_event.clone(),
         redis_bytes_per_sku_location: mem_1m.unwrap_or(mem).state,
         redis_bytes_per_sku_location_with_records: mem_1m.unwrap_or(mem).with_records,
         redis_bytes_measured_over: if mem_1m.is_some() { 1_000_000 * args.locations as u64 } else { catalog.sku_locations() },
         delivery_errors: b.producer.context().0.load(Ordering::Relaxed),
+        wait,
         params: Params {
             skus: args.skus,
             locations: args.locations,
@@ -500,6 +573,7 @@ pub(super) async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             batch_size: b.cfg.batch_size,
             kafka: b.cfg.kafka_bootstrap.clone(),
             redis: b.cfg.redis.to_string(),
+            redis_replicas: replicas.len() as u32,
             broker: if args.kafka.is_some() { "given".into() } else { format!("Apache Kafka {}, local", local::kafka::KAFKA_VERSION) },
             appendfsync: if args.redis.is_some() { "given".into() } else { args.appendfsync.clone() },
         },

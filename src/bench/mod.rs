@@ -68,6 +68,13 @@ pub struct BenchArgs {
     /// Also load 1,000,000 skus through the engine and report Redis memory per sku-location.
     #[arg(long)]
     pub memory: bool,
+    /// Also measure Redis `WAIT`: the local Redis gets this many replicas
+    /// (started by the bench, attached from the start, so every run pays
+    /// for replication), and after the two runs the worker is restarted
+    /// with RESERVOIR_REDIS_WAIT_REPLICAS set to this and both runs are
+    /// repeated. With --redis, that Redis must have the replicas.
+    #[arg(long, default_value_t = 0)]
+    pub wait_replicas: u32,
     /// Seconds of the ceiling measurement.
     #[arg(long, default_value_t = 10)]
     pub ceiling_secs: u64,
@@ -123,6 +130,8 @@ pub enum BenchError {
     WorkerDied { status: String, log: String },
     #[error("{what} did not finish within {secs} s (committed {committed} of {produced} events); see the worker log {log}")]
     Stalled { what: String, secs: u64, committed: i64, produced: u64, log: String },
+    #[error("the local Redis replicas did not come in sync within {secs} s; see their logs in {dir}")]
+    ReplicasNotInSync { secs: u64, dir: String },
     #[error("bad argument: {0}")]
     Args(String),
     #[error("{0}")]

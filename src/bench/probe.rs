@@ -44,13 +44,15 @@ fn parse_kb(status: &str, field: &str) -> Option<u64> {
 }
 
 /// Counters from Redis INFO.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct RedisCounters {
     pub used_memory: u64,
     pub commands: u64,
     /// Read events the server processed: one per round trip of a client
     /// (a pipeline of many commands read at once counts once).
     pub reads: u64,
+    /// Calls per command name (commandstats), e.g. `evalsha`, `wait`.
+    pub calls: std::collections::BTreeMap<String, u64>,
 }
 
 impl RedisCounters {
@@ -61,7 +63,27 @@ impl RedisCounters {
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(0)
         };
-        RedisCounters { used_memory: get("used_memory"), commands: get("total_commands_processed"), reads: get("total_reads_processed") }
+        let calls = info
+            .lines()
+            .filter_map(|l| {
+                let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+                let n = rest.strip_prefix("calls=")?.split(',').next()?.parse().ok()?;
+                Some((name.to_string(), n))
+            })
+            .collect();
+        RedisCounters { used_memory: get("used_memory"), commands: get("total_commands_processed"), reads: get("total_reads_processed"), calls }
+    }
+
+    /// Calls per command name between `self` and a later `after`, per `per`.
+    pub fn calls_between(&self, after: &RedisCounters, per: f64) -> std::collections::BTreeMap<String, f64> {
+        after
+            .calls
+            .iter()
+            .filter_map(|(k, n)| {
+                let d = n.saturating_sub(*self.calls.get(k).unwrap_or(&0));
+                (d > 0).then(|| (k.clone(), d as f64 / per))
+            })
+            .collect()
     }
 
     pub async fn read(conn: &mut redis::aio::MultiplexedConnection) -> Result<RedisCounters, redis::RedisError> {
@@ -85,6 +107,10 @@ mod tests {
     fn reads_info_fields_exactly() {
         let c = RedisCounters::parse("used_memory:1000\r\nused_memory_rss:5000\r\ntotal_commands_processed:42\r\ntotal_reads_processed:7\r\n");
         assert_eq!((c.used_memory, c.commands, c.reads), (1000, 42, 7));
+        let a = RedisCounters::parse("cmdstat_evalsha:calls=10,usec=5,usec_per_call=0.50\r\ncmdstat_wait:calls=1,usec=1\r\n");
+        let b = RedisCounters::parse("cmdstat_evalsha:calls=30,usec=9,usec_per_call=0.30\r\ncmdstat_wait:calls=1,usec=1\r\ncmdstat_hget:calls=4,usec=1\r\n");
+        let per = a.calls_between(&b, 2.0);
+        assert_eq!(per.into_iter().collect::<Vec<_>>(), vec![("evalsha".to_string(), 10.0), ("hget".to_string(), 2.0)]);
     }
 
     #[test]

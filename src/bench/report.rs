@@ -16,6 +16,8 @@ pub struct Params {
     pub batch_size: usize,
     pub kafka: String,
     pub redis: String,
+    /// Replicas of the local Redis (`--wait-replicas`; 0 without).
+    pub redis_replicas: u32,
     /// The broker (`Apache Kafka 4.1.1, local`, or `given`: --kafka).
     pub broker: String,
     /// `appendfsync` of the local Redis (`given`: --redis).
@@ -48,6 +50,34 @@ pub struct Cpu {
     pub generator: f64,
 }
 
+/// With `--wait-replicas`: the two runs repeated by a worker that waits
+/// (Redis `WAIT`) for replicas to have each batch's writes before it
+/// publishes and commits, then once more by one that does not.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WaitRuns {
+    pub replicas: u32,
+    pub with: WaitRun,
+    pub without_again: WaitRun,
+    /// Sku-operations/s with WAIT over the mean of the two runs without
+    /// (same Redis, same replicas). Sku-operations, not events: the mix
+    /// drifts as carts and confirmed orders pile up.
+    pub sku_ops_vs_without: f64,
+}
+
+/// A full-speed run and a paced run by one worker.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WaitRun {
+    pub events_per_s: f64,
+    pub sku_ops_per_event: f64,
+    pub saturated: Latency,
+    pub paced: Latency,
+    pub paced_events_per_s: f64,
+    pub cpu: Cpu,
+    pub redis_commands_per_event: f64,
+    pub redis_round_trips_per_event: f64,
+    pub redis_calls_per_event: std::collections::BTreeMap<String, f64>,
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Report {
     pub events_per_s: f64,
@@ -73,6 +103,8 @@ pub struct Report {
     pub paced_cpu: Cpu,
     pub redis_commands_per_event: f64,
     pub redis_round_trips_per_event: f64,
+    /// Calls per input event by command name (Redis commandstats), full speed.
+    pub redis_calls_per_event: std::collections::BTreeMap<String, f64>,
     /// Redis memory per sku-location of the stock state (levels, indexes).
     pub redis_bytes_per_sku_location: f64,
     /// The same while the loading events' idempotency records are retained.
@@ -80,6 +112,8 @@ pub struct Report {
     /// Sku-locations loaded for the memory figures (the catalog, or 1,000,000 × locations with `--memory`).
     pub redis_bytes_measured_over: u64,
     pub delivery_errors: u64,
+    /// With `--wait-replicas`: the runs repeated with WAIT.
+    pub wait: Option<WaitRuns>,
     pub params: Params,
 }
 
@@ -116,6 +150,19 @@ impl Report {
             &format!("redis bytes per sku-location (over {})", self.redis_bytes_measured_over),
             format!("{:.0} state; {:.0} while the loading events' idempotency records are kept", self.redis_bytes_per_sku_location, self.redis_bytes_per_sku_location_with_records),
         );
+        if let Some(w) = &self.wait {
+            for (name, r) in [(format!("with WAIT {}", w.replicas), &w.with), ("without WAIT, again".to_string(), &w.without_again)] {
+                row(&format!("{name}: full speed input events/s"), format!("{:.0} ({:.2} sku-ops per event)", r.events_per_s, r.sku_ops_per_event));
+                row(&format!("{name}: full speed latency p50/p99 ms"), format!("{:.1} / {:.1}", r.saturated.p50_ms, r.saturated.p99_ms));
+                row(
+                    &format!("{name}: paced {}/s latency p50/p99/p999", p.rate),
+                    format!("{:.1} / {:.1} / {:.1} over {} results ({:.0} events/s achieved)", r.paced.p50_ms, r.paced.p99_ms, r.paced.p999_ms, r.paced.count, r.paced_events_per_s),
+                );
+                row(&format!("{name}: CPU worker / redis (full speed)"), format!("{:.2} / {}", r.cpu.worker, opt(r.cpu.redis)));
+                row(&format!("{name}: redis commands / round trips per event"), format!("{:.2} / {:.2}", r.redis_commands_per_event, r.redis_round_trips_per_event));
+            }
+            row(&format!("sku-ops/s with WAIT {} ÷ without (mean of both)", w.replicas), format!("{:.2}", w.sku_ops_vs_without));
+        }
         if self.delivery_errors > 0 {
             row("generator delivery errors", self.delivery_errors.to_string());
         }

@@ -123,8 +123,19 @@ impl Drop for Proc {
 /// `redis-server` on `port` with AOF (`appendfsync` = `fsync`) in `dir`:
 /// started again with the same arguments it finds its data.
 pub fn redis_at(dir: &Path, port: u16, fsync: &str) -> Result<(Proc, String), LocalError> {
+    redis_with(dir, port, fsync, &[])
+}
+
+/// A replica of the local Redis at `master_port`, with AOF like it, in its
+/// own `dir`.
+pub fn redis_replica_at(dir: &Path, port: u16, master_port: u16, fsync: &str) -> Result<(Proc, String), LocalError> {
+    redis_with(dir, port, fsync, &["--replicaof", "127.0.0.1", &master_port.to_string()])
+}
+
+fn redis_with(dir: &Path, port: u16, fsync: &str, extra: &[&str]) -> Result<(Proc, String), LocalError> {
     let mut cmd = Command::new("redis-server");
     cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", fsync])
+        .args(extra)
         .arg("--dir")
         .arg(dir);
     let p = Proc::spawn(cmd, "redis-server", dir.join(format!("redis-{port}.log")), false)?;

@@ -209,6 +209,14 @@ impl Bench {
         }
     }
 
+    /// The full-speed run, then the paced one; `label` follows their names.
+    async fn full_and_paced(&mut self, wl: &mut Workload, label: &str) -> Result<(PhaseResult, PhaseResult), BenchError> {
+        let full = self.phase(wl, &format!("full speed{label}"), None).await?;
+        let rate = self.args.rate;
+        let paced = self.phase(wl, &format!("paced {rate}/s{label}"), Some(rate)).await?;
+        Ok((full, paced))
+    }
+
     /// Runs the mix for warm-up + window, at full speed (`rate` None) or paced.
     async fn phase(&mut self, wl: &mut Workload, name: &str, rate: Option<u64>) -> Result<PhaseResult, BenchError> {
         let (warm, end) = (self.args.warmup(), self.args.warmup() + self.args.window());
@@ -493,8 +501,7 @@ pub(super) async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     b.bar.set_message("catalog: measuring Redis memory");
     let mem = memory_delta(&mut b.info, mem0, catalog.sku_locations(), &records).await?;
 
-    let full = b.phase(&mut wl, "full speed", None).await?;
-    let paced = b.phase(&mut wl, &format!("paced {}/s", args.rate), Some(args.rate)).await?;
+    let (full, paced) = b.full_and_paced(&mut wl, "").await?;
     let worker_peak = ProcStats::read(b.worker.pid());
     b.worker.terminate(Duration::from_secs(30));
     let wait = match args.wait_replicas {
@@ -507,12 +514,10 @@ pub(super) async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             let mut waiting = worker_cfg.clone();
             waiting.wait_replicas = n;
             b.worker = local::worker(&waiting, &dir, "worker-wait")?;
-            let wfull = b.phase(&mut wl, &format!("full speed, WAIT {n}"), None).await?;
-            let wpaced = b.phase(&mut wl, &format!("paced {}/s, WAIT {n}", args.rate), Some(args.rate)).await?;
+            let (wfull, wpaced) = b.full_and_paced(&mut wl, &format!(", WAIT {n}")).await?;
             b.worker.terminate(Duration::from_secs(30));
             b.worker = local::worker(&worker_cfg, &dir, "worker-again")?;
-            let afull = b.phase(&mut wl, "full speed, without WAIT again", None).await?;
-            let apaced = b.phase(&mut wl, &format!("paced {}/s, without WAIT again", args.rate), Some(args.rate)).await?;
+            let (afull, apaced) = b.full_and_paced(&mut wl, ", without WAIT again").await?;
             b.worker.terminate(Duration::from_secs(30));
             let sku_ops = |r: &PhaseResult| r.events_per_s * r.sku_ops_per_event;
             Some(WaitRuns {

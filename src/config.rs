@@ -221,7 +221,7 @@ pub struct Settings {
     #[arg(long, env = "RESERVOIR_REDIS_USERNAME")]
     pub redis_username: Option<String>,
     /// Redis password (replaces the URL's). Prefer RESERVOIR_REDIS_PASSWORD_FILE.
-    #[arg(long, env = "RESERVOIR_REDIS_PASSWORD", hide_env_values = true)]
+    #[arg(long, env = "RESERVOIR_REDIS_PASSWORD")]
     pub redis_password: Option<String>,
     /// File holding the Redis password (a mounted Kubernetes secret); trailing newline ignored.
     #[arg(long, env = "RESERVOIR_REDIS_PASSWORD_FILE")]

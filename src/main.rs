@@ -213,9 +213,17 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
+/// `--help` names each setting's environment variable but never shows its
+/// value: the variables hold passwords, and URLs and librdkafka options
+/// with passwords in them.
+fn without_env_values(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| a.hide_env_values(true)).mut_subcommands(without_env_values)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let cli = Cli::from_arg_matches(&without_env_values(Cli::command()).get_matches()).unwrap_or_else(|e| e.exit());
     init_logs(&cli.log_format)?;
     match cli.command {
         Command::Run { settings } => {

@@ -386,3 +386,22 @@ async fn the_worker_follows_a_sentinel_failover_and_waits_for_a_replica_before_p
         let _ = s.wait();
     }
 }
+
+/// `--help` shows the environment variable of each setting; with the
+/// secrets of a managed service in the environment, none of their values.
+#[test]
+fn help_shows_no_secret_from_the_environment() {
+    let secrets = [
+        ("RESERVOIR_REDIS_URL", "rediss://app:help-secret-1@cache.example:6380"),
+        ("RESERVOIR_REDIS_PASSWORD", "help-secret-2"),
+        ("RESERVOIR_KAFKA_OPTIONS", "security.protocol=sasl_ssl,sasl.password=help-secret-3"),
+        ("RESERVOIR_KAFKA_PRODUCER_OPTIONS", "ssl.key.password=help-secret-4"),
+        ("RESERVOIR_KAFKA_CONSUMER_OPTIONS", "sasl.password=help-secret-5"),
+    ];
+    for sub in ["run", "play", "tail", "inspect", "republish"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_reservoir")).args([sub, "--help"]).envs(secrets).output().expect("reservoir --help");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && help.contains("RESERVOIR_REDIS_URL"), "reservoir {sub} --help:\n{help}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(!help.contains("help-secret"), "reservoir {sub} --help shows a secret from the environment:\n{help}");
+    }
+}

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use reservoir::config::Config;
@@ -38,7 +38,7 @@ fn committed(cfg: &Config, topic: &str, partitions: i32) -> Vec<Option<i64>> {
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let got = tokio::task::block_in_place(|| group_client(cfg).committed_offsets(tpl, Duration::from_secs(30))).unwrap();
+    let got = tokio::task::block_in_place(|| reservoir::kafka::committed_offsets(&group_client(cfg), &tpl, Duration::from_secs(30), T)).unwrap();
     (0..partitions)
         .map(|p| match got.find_partition(topic, p).unwrap().offset() {
             Offset::Offset(o) => Some(o),
@@ -52,7 +52,8 @@ fn commit(cfg: &Config, topic: &str, offsets: &[i64]) {
     for (p, o) in offsets.iter().enumerate() {
         tpl.add_partition_offset(topic, p as i32, Offset::Offset(*o)).unwrap();
     }
-    tokio::task::block_in_place(|| group_client(cfg).commit(&tpl, CommitMode::Sync)).unwrap();
+    // A fresh broker's coordinator may still be loading: that is waited for.
+    tokio::task::block_in_place(|| reservoir::kafka::commit_sync(&group_client(cfg), &tpl, T)).unwrap();
 }
 
 async fn until_committed(cfg: &Config, topic: &str, partitions: i32, total: i64) {

@@ -1,5 +1,5 @@
-//! Kafka client settings, topic administration and the consumer group's
-//! progress.
+//! Kafka client settings, topic administration, the consumer group's
+//! progress and calls to its coordinator.
 
 use std::time::Duration;
 
@@ -11,7 +11,9 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::Config;
 
+mod coordinator;
 mod progress;
+pub use coordinator::{commit_sync, committed_offsets, coordinator_busy, while_busy};
 pub use progress::{GroupProgress, ProgressError};
 
 /// The partition ids of `topic` in `md`, sorted; None when the broker does

@@ -100,7 +100,8 @@ impl ConsumerContext for Context {
         if let Rebalance::Revoke(tpl) = rebalance {
             self.health.assigned.store(0, Ordering::Relaxed);
             // Nothing is in flight here (batches finish between polls).
-            match consumer.commit_consumer_state(CommitMode::Sync) {
+            // A coordinator still loading is waited for briefly: the rebalance waits on this.
+            match crate::kafka::while_busy(Duration::from_secs(5), || consumer.commit_consumer_state(CommitMode::Sync)) {
                 Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
                 Err(e) => tracing::warn!(error = %e, "committing offsets on revoke failed; the new owner replays from the last commit"),
             }
@@ -247,7 +248,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     // librdkafka blocks while the broker is unreachable; bound the exit.
     let closing = tokio::task::spawn_blocking(move || {
         publisher.flush(Duration::from_secs(10));
-        match consumer.commit_consumer_state(CommitMode::Sync) {
+        match crate::kafka::while_busy(Duration::from_secs(8), || consumer.commit_consumer_state(CommitMode::Sync)) {
             Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => tracing::warn!(error = %e, "final commit failed; the next owner replays from the last commit"),
         }

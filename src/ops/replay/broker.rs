@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
@@ -68,7 +68,7 @@ pub(super) fn replay_blocking(cfg: &Config, args: &ReplayArgs) -> Result<ReplayP
     for &(p, n) in &moves {
         tpl.add_partition_offset(&topic, p, Offset::Offset(n)).expect("a fresh list takes any offset");
     }
-    group.commit(&tpl, CommitMode::Sync).map_err(|e| ReplayError::Commit { group: cfg.group_id.clone(), topic: topic.clone(), source: Box::new(e) })?;
+    crate::kafka::commit_sync(&group, &tpl, REQUEST).map_err(|e| ReplayError::Commit { group: cfg.group_id.clone(), topic: topic.clone(), source: Box::new(e) })?;
     plan.committed = true;
     let after = committed(&group, cfg, &topic, &moves.iter().map(|m| m.0).collect::<Vec<_>>())?;
     for (&(partition, wanted), got) in moves.iter().zip(after) {
@@ -104,7 +104,7 @@ fn partitions(c: &BaseConsumer, cfg: &Config, topic: &str) -> Result<Vec<i32>, R
 
 /// Refuses while the group has members (ListGroups, then DescribeGroups).
 fn ensure_stopped(c: &BaseConsumer, cfg: &Config) -> Result<(), ReplayError> {
-    let list = c.fetch_group_list(Some(&cfg.group_id), REQUEST).map_err(Kafka(cfg).err(format!("describing consumer group {}", cfg.group_id)))?;
+    let list = crate::kafka::while_busy(REQUEST, || c.fetch_group_list(Some(&cfg.group_id), REQUEST)).map_err(Kafka(cfg).err(format!("describing consumer group {}", cfg.group_id)))?;
     let members: Vec<String> = list
         .groups()
         .iter()
@@ -127,7 +127,7 @@ fn committed(c: &BaseConsumer, cfg: &Config, topic: &str, partitions: &[i32]) ->
     for &p in partitions {
         tpl.add_partition(topic, p);
     }
-    let got = c.committed_offsets(tpl, REQUEST).map_err(Kafka(cfg).err(format!("reading the offsets of group {} on {topic}", cfg.group_id)))?;
+    let got = crate::kafka::committed_offsets(c, &tpl, REQUEST, REQUEST).map_err(Kafka(cfg).err(format!("reading the offsets of group {} on {topic}", cfg.group_id)))?;
     partitions
         .iter()
         .map(|&p| {
